@@ -1,0 +1,217 @@
+"""move_to / delete / undo: journaled first, never overwrite, never remove a primary or a changed file."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import posixpath
+import shutil
+import warnings
+from dataclasses import dataclass
+from datetime import datetime
+
+from .sources import current_state, filesystem, under_roots
+
+log = logging.getLogger("dupflow")
+
+
+@dataclass(frozen=True)
+class Removal:
+    """A lower-quality file as scanned, and the primary that keeps its content."""
+    path: str
+    url: str
+    size: int
+    stamp: str
+    primary_url: str
+
+
+def journal_dir() -> str:
+    """Where journals go by default: the user's state folder (XDG)."""
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return os.path.join(base, "dupflow", "journals")
+
+
+class Journal:
+    """An append-only JSON-lines record, flushed to disk before and after each action."""
+
+    def __init__(self, action: str, folder: str | None = None):
+        folder = folder or journal_dir()
+        os.makedirs(folder, exist_ok=True)
+        stamp = datetime.now().strftime("%Y%m%d%H%M%S%f")
+        self.path = os.path.join(folder, f"dupflow_{stamp}_{action}.jsonl")
+        self._handle = open(self.path, "x", encoding="utf-8")
+        self.write({"journal": "dupflow", "version": 1, "action": action, "created": datetime.now().isoformat()})
+
+    def write(self, record: dict) -> None:
+        self._handle.write(json.dumps(record) + "\n")
+        self._handle.flush()
+        os.fsync(self._handle.fileno())
+
+    def close(self) -> None:
+        self._handle.close()
+
+
+def _is_remote(url: str) -> bool:
+    return "://" in url
+
+
+def _same_file(a: str, b: str) -> bool:
+    if _is_remote(a) or _is_remote(b):
+        return a == b
+    try:
+        return os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def safe_to_remove(item: Removal, roots: list[str], primaries: set[str], storage_options: dict) -> str | None:
+    """Why this file must be left alone, or None when removing it keeps its content elsewhere."""
+    if not under_roots(item.url, roots):
+        return "outside the searched folders"
+    if item.url in primaries:
+        return "it is the primary of a group"
+    now = current_state(item.url, storage_options)
+    if now is None:
+        return "it no longer exists"
+    if now != (item.size, item.stamp):
+        return "it changed since the scan"
+    if current_state(item.primary_url, storage_options) is None:
+        return "its primary no longer exists"
+    if _same_file(item.url, item.primary_url):
+        return "it is the same file as its primary (a link)"
+    return None
+
+
+def _join(folder: str, name: str) -> str:
+    return f"{folder.rstrip('/')}/{name}" if _is_remote(folder) else os.path.join(folder, name)
+
+
+def _free(target: str, taken: set[str], storage_options: dict) -> bool:
+    if target in taken:
+        return False
+    if _is_remote(target):
+        return current_state(target, storage_options) is None
+    return not os.path.lexists(target)
+
+
+def _unique_target(folder: str, name: str, taken: set[str], storage_options: dict) -> str:
+    """folder/name, or folder/name_1, name_2, ... : the first name neither on disk nor planned."""
+    stem, ext = posixpath.splitext(name)
+    candidate, k = name, 0
+    while not _free(_join(folder, candidate), taken, storage_options):
+        k += 1
+        candidate = f"{stem}_{k}{ext}"
+    target = _join(folder, candidate)
+    taken.add(target)
+    return target
+
+
+def _move_one(source: str, target: str, storage_options: dict) -> None:
+    """Move without ever overwriting: link/rename locally, copy-verify-delete across filesystems."""
+    if not _is_remote(source) and not _is_remote(target):
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        try:
+            os.link(source, target)      # fails if target exists: no overwrite, even in a race
+        except FileExistsError:
+            raise
+        except OSError:  # another device, or links not allowed: copy into a new file instead
+            with open(source, "rb") as src, open(target, "xb") as dst:
+                shutil.copyfileobj(src, dst)
+        os.unlink(source)
+        return
+    src_fs, src_path = filesystem(source, storage_options)
+    dst_fs, dst_path = filesystem(target, storage_options)
+    if dst_fs.exists(dst_path):
+        raise FileExistsError(target)
+    dst_fs.makedirs(posixpath.dirname(dst_path), exist_ok=True)
+    with src_fs.open(src_path, "rb") as src, dst_fs.open(dst_path, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    if dst_fs.size(dst_path) != src_fs.size(src_path):
+        raise OSError(f"copy of {source} is incomplete")
+    src_fs.rm(src_path)
+
+
+def move_files(items: list[Removal], destination: str, roots: list[str], primaries: set[str],
+               storage_options: dict, journal_folder: str | None = None) -> tuple[dict[str, str], str]:
+    """Move each safe file into destination; returns {old path: new path} and the journal path."""
+    folder = destination.rstrip("/") if _is_remote(destination) else os.path.normpath(destination)
+    target_root = folder if _is_remote(folder) else os.path.abspath(folder)
+    fs, root_path = filesystem(folder, storage_options)
+    fs.makedirs(root_path, exist_ok=True)
+    journal = Journal("move", journal_folder)
+    plan, taken = [], set()
+    for item in items:
+        reason = safe_to_remove(item, roots, primaries, storage_options)
+        if reason:
+            log.warning("not moving %s: %s", item.path, reason)
+            journal.write({"op": "skip", "source": item.url, "reason": reason})
+            continue
+        name = item.url.rstrip("/").rsplit("/", 1)[-1]
+        target = _unique_target(target_root, name, taken, storage_options)
+        journal.write({"op": "plan", "source": item.url, "destination": target,
+                       "size": item.size, "stamp": item.stamp})
+        plan.append((item, target))
+    moved = {}
+    for item, target in plan:
+        try:
+            _move_one(item.url, target, storage_options)
+        except Exception as exc:
+            warnings.warn(f"Could not move file: {item.path} ({exc})")
+            continue
+        journal.write({"op": "done", "source": item.url, "destination": target})
+        moved[item.path] = _join(folder, target.rsplit("/", 1)[-1] if _is_remote(target)
+                                 else os.path.basename(target))
+    journal.close()
+    return moved, journal.path
+
+
+def delete_files(items: list[Removal], roots: list[str], primaries: set[str], storage_options: dict,
+                 journal_folder: str | None = None) -> tuple[int, str]:
+    """Delete each safe file; returns how many were deleted and the journal path."""
+    journal = Journal("delete", journal_folder)
+    safe = []
+    for item in items:
+        reason = safe_to_remove(item, roots, primaries, storage_options)
+        if reason:
+            log.warning("not deleting %s: %s", item.path, reason)
+            journal.write({"op": "skip", "source": item.url, "reason": reason})
+            continue
+        journal.write({"op": "plan", "source": item.url, "size": item.size, "stamp": item.stamp,
+                       "kept": item.primary_url})
+        safe.append(item)
+    deleted = 0
+    for item in safe:
+        try:
+            fs, path = filesystem(item.url, storage_options)
+            fs.rm(path)
+        except Exception as exc:
+            warnings.warn(f"Could not delete file: {item.path} ({exc})")
+            continue
+        journal.write({"op": "done", "source": item.url})
+        deleted += 1
+    journal.close()
+    return deleted, journal.path
+
+
+def undo(journal_path: str, storage_options: dict | None = None) -> dict[str, int]:
+    """Put moved files back where they were (never overwriting); deletions cannot be undone."""
+    storage_options = storage_options or {}
+    with open(journal_path, encoding="utf-8") as handle:
+        records = [json.loads(line) for line in handle if line.strip()]
+    if not records or records[0].get("journal") != "dupflow":
+        raise ValueError(f'"{journal_path}" is not a dupflow journal.')
+    counts = {"restored": 0, "skipped": 0, "not_restorable": 0}
+    for record in records[1:]:
+        if record.get("op") != "done":
+            continue
+        if "destination" not in record:
+            counts["not_restorable"] += 1
+            continue
+        source, moved = record["source"], record["destination"]
+        if current_state(moved, storage_options) is None or current_state(source, storage_options) is not None:
+            log.warning("cannot restore %s: the moved copy is missing or its old place is taken", source)
+            counts["skipped"] += 1
+            continue
+        _move_one(moved, source, storage_options)
+        counts["restored"] += 1
+    return counts

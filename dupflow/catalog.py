@@ -1,0 +1,108 @@
+"""The catalog: Parquet tensor shards plus append-only index files, keyed by (url, size, stamp).
+
+Layout under the catalog root (local folder or any fsspec URL):
+    <root>/<namespace>/shards/<uuid>.parquet   one row per decoded image: url, tensor (px*px*3 bytes)
+    <root>/<namespace>/index/<uuid>.parquet    one row per file seen by one run (written last)
+The namespace names px_size, decode mode and Pillow version, so incompatible rows are never reused.
+Shards and index files are only ever added, each written under a temporary name and then renamed,
+so a run killed mid-write or two runs at once leave a usable catalog.
+"""
+from __future__ import annotations
+
+import os
+import uuid
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import PIL
+
+from .sources import filesystem
+
+INDEX_SCHEMA = pa.schema([
+    ("url", pa.string()), ("size", pa.int64()), ("stamp", pa.string()),
+    ("shard", pa.string()), ("row", pa.int32()), ("width", pa.int32()), ("height", pa.int32()),
+    ("hash", pa.binary(16)), ("error", pa.string()),
+])
+
+
+def default_root() -> str:
+    """The user's cache folder (XDG): reruns reuse it without littering the searched folders."""
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return os.path.join(base, "dupflow", "catalog")
+
+
+def namespace(root: str, px_size: int, mode: str) -> str:
+    """The folder for one (px_size, decode mode, Pillow version): rows there are interchangeable."""
+    return f"{root.rstrip('/')}/px{px_size}-{mode}-pillow{PIL.__version__}"
+
+
+@dataclass(frozen=True)
+class CatalogRef:
+    """Where a catalog namespace lives; small and picklable, so workers can open it themselves."""
+    url: str
+    storage_options: dict
+
+    def fs(self):
+        return filesystem(self.url, self.storage_options)
+
+    def _write_atomic(self, folder: str, table: pa.Table) -> str:
+        fs, base = self.fs()
+        name = f"{uuid.uuid4().hex}.parquet"
+        fs.makedirs(f"{base}/{folder}", exist_ok=True)
+        final = f"{base}/{folder}/{name}"
+        temporary = f"{base}/{folder}/.tmp-{name}"
+        with fs.open(temporary, "wb") as handle:
+            pq.write_table(table, handle, compression="zstd")
+        fs.mv(temporary, final)
+        return name
+
+    def write_shard(self, urls: list[str], tensors: np.ndarray) -> str:
+        """Store decoded tensors (n x d uint8) as one new shard; returns its name."""
+        d = tensors.shape[1]
+        column = pa.FixedSizeBinaryArray.from_buffers(pa.binary(d), len(urls),
+                                                      [None, pa.py_buffer(np.ascontiguousarray(tensors))])
+        return self._write_atomic("shards", pa.table({"url": pa.array(urls, pa.string()), "tensor": column}))
+
+    def read_tensors(self, shard: str, rows: np.ndarray, urls: list[str] | None = None) -> np.ndarray:
+        """The tensors of the given rows of a shard, as an (n x d) uint8 array; checks the urls if given."""
+        fs, base = self.fs()
+        with fs.open(f"{base}/shards/{shard}", "rb") as handle:
+            table = pq.read_table(handle, columns=["url", "tensor"] if urls is not None else ["tensor"])
+        column = table.column("tensor").combine_chunks()
+        d = column.type.byte_width
+        data = np.frombuffer(column.buffers()[1], dtype=np.uint8, count=len(column) * d,
+                             offset=column.offset * d).reshape(len(column), d)
+        rows = np.asarray(rows, dtype=np.int64)
+        if urls is not None:
+            stored = table.column("url").to_pylist()
+            if rows.size and (rows.max() >= len(stored) or [stored[r] for r in rows] != list(urls)):
+                raise CatalogError(f"shard {shard} does not hold the rows its index promises")
+        return data[rows]
+
+    def write_index(self, table: pa.Table) -> str:
+        """Record one run's rows; written after its shards, so every indexed shard exists."""
+        return self._write_atomic("index", table.cast(INDEX_SCHEMA))
+
+    def read_index(self) -> pa.Table:
+        """Every index row ever written here (later files may repeat a url; any matching row is valid)."""
+        fs, base = self.fs()
+        try:
+            names = sorted(p for p in fs.ls(f"{base}/index", detail=False)
+                           if p.rsplit("/", 1)[-1].endswith(".parquet")
+                           and not p.rsplit("/", 1)[-1].startswith("."))
+        except FileNotFoundError:
+            return INDEX_SCHEMA.empty_table()
+        tables = []
+        for name in names:
+            try:
+                with fs.open(name, "rb") as handle:
+                    tables.append(pq.read_table(handle).cast(INDEX_SCHEMA))
+            except Exception:  # a foreign or damaged index file is ignored, never trusted
+                continue
+        return pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
+
+
+class CatalogError(RuntimeError):
+    """The catalog holds something other than what its index says."""

@@ -1,0 +1,200 @@
+"""The `dupflow` command: difPy's flags and output files, plus dupflow's own long options and `undo`."""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from datetime import datetime
+from typing import Sequence
+
+from . import __version__
+
+TRUE = ("yes", "true", "t", "y", "1")
+FALSE = ("no", "false", "f", "n", "0")
+
+
+class UsageError(Exception):
+    """Bad command-line input: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one clear line instead of usage + error
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _bool(text: str) -> bool:
+    if text.lower() in TRUE:
+        return True
+    if text.lower() in FALSE:
+        return False
+    raise argparse.ArgumentTypeError(f"boolean value expected (true/false, yes/no, 1/0), got {text!r}")
+
+
+def _int_or_text(text: str) -> int | str:
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def _json_object(text: str) -> dict:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise argparse.ArgumentTypeError(f"not valid JSON: {exc.msg}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object, e.g. '{\"anon\": true}'")
+    return value
+
+
+def search_parser(prog: str = "dupflow") -> argparse.ArgumentParser:
+    """difPy's flags (same short names and meanings) and dupflow's long options."""
+    p = _Parser(prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
+                description="Find duplicate and similar images in folders or buckets (difPy-compatible, exact).",
+                epilog="examples:\n"
+                       "  dupflow photos/                         exact duplicates in photos/\n"
+                       "  dupflow -D photos/ archive/ -s similar  near-duplicates across two folders\n"
+                       "  dupflow s3://bucket/raw --storage-options '{\"anon\": false}' -Z report/\n"
+                       "  dupflow photos/ -mv quarantine/         move lower-quality copies (journaled)\n"
+                       "  dupflow undo ~/.local/state/dupflow/journals/dupflow_..._move.jsonl\n\n"
+                       "Writes dupflow_<timestamp>_results.json, _lower_quality.json and _stats.json "
+                       "to the output folder.\nExit status: 0 done, 1 failed, 2 bad usage.")
+    p.add_argument("paths", nargs="*", metavar="PATH", help="folders, files or fsspec URLs to search")
+    p.add_argument("-D", "--directory", nargs="+", default=[], metavar="PATH",
+                   help="folders, files or URLs to search (difPy's flag; default: the current folder)")
+    p.add_argument("-Z", "--output_directory", default=None, metavar="DIR",
+                   help="where the result files go (created if missing; default: the current folder)")
+    p.add_argument("-r", "--recursive", type=_bool, default=True, metavar="BOOL", help="search sub-folders (default true)")
+    p.add_argument("-i", "--in_folder", type=_bool, default=False, metavar="BOOL",
+                   help="compare only within each input, not across them (default false)")
+    p.add_argument("-le", "--limit_extensions", type=_bool, default=True, metavar="BOOL",
+                   help="only read known image extensions (default true)")
+    p.add_argument("-px", "--px_size", type=_int_or_text, default=50, metavar="N",
+                   help="side of the compared thumbnail, 10..5000 (default 50)")
+    p.add_argument("-s", "--similarity", type=_int_or_text, default="duplicates", metavar="S",
+                   help="'duplicates' (MSE 0), 'similar' (MSE <= 5) or a number >= 0 (default duplicates)")
+    p.add_argument("-ro", "--rotate", type=_bool, default=True, metavar="BOOL",
+                   help="also match images turned by 90, 180 or 270 degrees (default true)")
+    p.add_argument("-dim", "--same_dim", type=_bool, default=True, metavar="BOOL",
+                   help="only compare images of the same width and height (default true)")
+    p.add_argument("-mv", "--move_to", default=None, metavar="DIR", help="move lower-quality files here")
+    p.add_argument("-d", "--delete", type=_bool, default=False, metavar="BOOL", help="delete lower-quality files")
+    p.add_argument("-sd", "--silent_del", type=_bool, default=False, metavar="BOOL",
+                   help="delete without asking (default false)")
+    p.add_argument("-p", "--show_progress", type=_bool, default=True, metavar="BOOL", help="show progress bars")
+    p.add_argument("-proc", "--processes", type=_int_or_text, default=None, metavar="N",
+                   help="local worker processes (default: all cores)")
+    p.add_argument("-ch", "--chunksize", type=_int_or_text, default=None, metavar="N",
+                   help="images per compare block (default: automatic)")
+    p.add_argument("-la", "--lazy", type=_bool, default=None, help=argparse.SUPPRESS)
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="use a running Dask scheduler, e.g. tcp://scheduler:8786 (default: a local cluster)")
+    p.add_argument("--catalog", default=None, metavar="PATH_OR_URL",
+                   help="where decoded tensors are kept for reruns (default: the user cache folder)")
+    p.add_argument("--storage-options", type=_json_object, default={}, metavar="JSON",
+                   help="fsspec options for remote paths, as a JSON object")
+    p.add_argument("--decode", choices=("exact", "fast"), default="exact",
+                   help="'exact' matches difPy's tensors; 'fast' decodes JPEGs at reduced scale")
+    p.add_argument("--version", action="version", version=f"dupflow {__version__}")
+    return p
+
+
+def undo_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="dupflow undo", description="Put files moved by dupflow back where they were.")
+    p.add_argument("journal", help="a journal written by move_to (its path is printed after the move)")
+    p.add_argument("--storage-options", type=_json_object, default={}, metavar="JSON")
+    return p
+
+
+def _write_outputs(folder: str, result: dict, lower_quality: list[str], stats: dict) -> list[str]:
+    os.makedirs(folder, exist_ok=True)
+    stamp = datetime.now().strftime("%Y%m%d%H%M%S")
+    names = []
+    for suffix, payload in (("results", result), ("lower_quality", lower_quality), ("stats", stats)):
+        name = f"dupflow_{stamp}_{suffix}.json"
+        with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
+            json.dump(payload, handle)
+        names.append(name)
+    return names
+
+
+def run_search(argv: Sequence[str]) -> int:
+    from . import api
+    from .params import LAZY_RENAMED, ParameterError, ParameterTypeError
+    args = search_parser().parse_args(argv)
+    if args.lazy is not None:
+        raise UsageError(LAZY_RENAMED)
+    if args.move_to and args.delete:
+        raise UsageError('"move_to" and "delete" parameter are mutually exclusive. Please select one of them.')
+    paths = list(args.paths) + list(args.directory) or [os.getcwd()]
+    options = {"storage_options": args.storage_options, "catalog": args.catalog,
+               "scheduler": args.scheduler, "decode": args.decode}
+    try:
+        dif = api.build(paths, recursive=args.recursive, in_folder=args.in_folder,
+                        limit_extensions=args.limit_extensions, px_size=args.px_size,
+                        show_progress=args.show_progress, processes=args.processes, **options)
+    except (ParameterError, ParameterTypeError, FileNotFoundError) as exc:
+        raise UsageError(str(exc)) from None
+    with dif:
+        try:
+            found = api.search(dif, similarity=args.similarity, rotate=args.rotate, same_dim=args.same_dim,
+                               show_progress=args.show_progress, processes=args.processes,
+                               chunksize=args.chunksize)
+        except (ParameterError, ParameterTypeError) as exc:
+            raise UsageError(str(exc)) from None
+    folder = args.output_directory or os.getcwd()
+    names = _write_outputs(folder, found.result, found.lower_quality, found.stats)
+    counts = found.stats["process"]["search"]["matches_found"]
+    print(f"{found.stats['process']['search']['files_searched']} images searched: "
+          f"{counts['duplicates']} duplicates, {counts['similar']} similar, "
+          f"{len(found.lower_quality)} lower-quality files.")
+    if args.move_to:
+        found.move_to(args.move_to)
+    elif args.delete:
+        found.delete(silent_del=args.silent_del)
+    print("\n" + "\n".join(names) + f"\n\nsaved in '{folder}'.")
+    return 0
+
+
+def run_undo(argv: Sequence[str]) -> int:
+    from .actions import undo
+    args = undo_parser().parse_args(argv)
+    if not os.path.isfile(args.journal):
+        raise UsageError(f'journal "{args.journal}" does not exist')
+    try:
+        counts = undo(args.journal, args.storage_options)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"restored {counts['restored']} file(s); {counts['skipped']} could not be restored; "
+          f"{counts['not_restorable']} deletion(s) cannot be undone.")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point: `dupflow [search] PATH ... [flags]` or `dupflow undo JOURNAL`."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("dupflow: %(message)s"))
+    logger = logging.getLogger("dupflow")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+    try:
+        if argv[:1] == ["undo"]:
+            return run_undo(argv[1:])
+        return run_search(argv[1:] if argv[:1] == ["search"] else argv)
+    except UsageError as exc:
+        print(f"dupflow: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("dupflow: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # a failure, not a usage error: one line, status 1
+        print(f"dupflow: failed: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

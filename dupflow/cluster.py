@@ -1,0 +1,66 @@
+"""Which Dask cluster runs the work: the user's Client or address, or a local cluster we start and close."""
+from __future__ import annotations
+
+import logging
+import threading
+from typing import Any, Iterable
+
+from tqdm.auto import tqdm
+
+log = logging.getLogger("dupflow")
+
+
+class Engine:
+    """A distributed Client plus whether dupflow owns (and must close) it and its cluster."""
+
+    def __init__(self, scheduler: Any = None, processes: int = 1):
+        from distributed import Client, LocalCluster
+        self._cluster = None
+        self._lock = threading.Lock()
+        if isinstance(scheduler, Client):
+            self.client, self.owned, self.kind = scheduler, False, "client"
+        elif isinstance(scheduler, str):
+            self.client, self.owned, self.kind = Client(scheduler), True, "address"
+        else:
+            self._cluster = LocalCluster(n_workers=processes, threads_per_worker=1, processes=True,
+                                         dashboard_address=None, silence_logs=logging.ERROR)
+            self.client, self.owned, self.kind = Client(self._cluster), True, "local"
+
+    @property
+    def workers(self) -> int:
+        """Number of workers now connected (at least 1, for sizing partitions)."""
+        return max(1, len(self.client.scheduler_info(n_workers=-1).get("workers", {})))
+
+    @property
+    def closed(self) -> bool:
+        return self.client.status in ("closing", "closed")
+
+    def describe(self) -> dict:
+        """What stats report about the cluster (no addresses, which can carry credentials)."""
+        return {"kind": self.kind, "workers": self.workers}
+
+    def run(self, tasks: Iterable, desc: str, show_progress: bool) -> list:
+        """Compute Dask delayed objects on the cluster, in order, with an optional progress bar."""
+        from distributed import as_completed
+        tasks = list(tasks)
+        if not tasks:
+            return []
+        futures = self.client.compute(tasks)
+        with tqdm(total=len(futures), desc=desc, disable=not show_progress, leave=False) as bar:
+            for _ in as_completed(futures):
+                bar.update(1)
+        results = self.client.gather(futures)
+        del futures
+        return results
+
+    def close(self) -> None:
+        """Close what dupflow started; a user's Client is left alone."""
+        with self._lock:
+            if not self.owned:
+                return
+            self.owned = False
+            try:
+                self.client.close()
+            finally:
+                if self._cluster is not None:
+                    self._cluster.close()

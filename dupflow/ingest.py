@@ -1,0 +1,135 @@
+"""Stage 2: a Dask bag reads and decodes the files that the catalog lacks, one shard per partition."""
+from __future__ import annotations
+
+import hashlib
+import logging
+import math
+from dataclasses import dataclass
+from typing import Callable
+
+import dask.bag as db
+import numpy as np
+import pyarrow as pa
+
+from .catalog import INDEX_SCHEMA, CatalogRef
+from .cluster import Engine
+from .decode import decode_image, error_message
+from .sources import Listing, filesystem
+
+log = logging.getLogger("dupflow")
+
+SHARD_FILES = 1024     # files per decode partition (one shard each)
+READ_BATCH = 16        # files fetched per request round within a partition
+
+
+@dataclass
+class Decoded:
+    """Per listed file (in listing order): where its tensor lives, its size, or why it has none."""
+    shard: list[str | None]
+    row: np.ndarray
+    width: np.ndarray
+    height: np.ndarray
+    error: list[str | None]
+    decoded: int
+    reused: int
+
+
+def _read_batch(urls: list[str], storage_options: dict) -> dict[str, bytes | BaseException]:
+    """Fetch several files in one round (concurrently on async filesystems such as s3fs)."""
+    by_fs: dict[int, tuple] = {}
+    for url in urls:
+        fs, path = filesystem(url, storage_options)
+        by_fs.setdefault(id(fs), (fs, {}))[1][path] = url
+    out: dict[str, bytes | BaseException] = {}
+    for fs, paths in by_fs.values():
+        try:
+            got = fs.cat(list(paths), on_error="return")
+        except Exception as exc:  # the whole round failed: report it on each file
+            got = {path: exc for path in paths}
+        if not isinstance(got, dict):
+            got = {next(iter(paths)): got}
+        for path, url in paths.items():
+            out[url] = got.get(path, FileNotFoundError(f"No such file: {url}"))
+    return out
+
+
+def _decode_partition(items: list[tuple[str, int, str]], catalog: CatalogRef, storage_options: dict,
+                      px_size: int, mode: str) -> list[dict]:
+    """Decode one partition, store its tensors as one shard; return its index rows (failures included)."""
+    rows: list[dict] = []
+    tensors: list[np.ndarray] = []
+    ok_urls: list[str] = []
+    for start in range(0, len(items), READ_BATCH):
+        batch = items[start:start + READ_BATCH]
+        fetched = _read_batch([url for url, _, _ in batch], storage_options)
+        for url, size, stamp in batch:
+            data = fetched[url]
+            row = {"url": url, "size": size, "stamp": stamp, "shard": None, "row": None,
+                   "width": None, "height": None, "hash": None, "error": None, "cache": True}
+            if isinstance(data, BaseException):
+                row["error"], row["cache"] = error_message(data), False
+            else:
+                try:
+                    tensor, width, height = decode_image(data, px_size, mode)
+                except Exception as exc:  # anything a file contains is a row, never a crash
+                    row["error"] = error_message(exc)
+                else:
+                    row.update(row=len(tensors), width=width, height=height,
+                               hash=_tensor_hash(tensor))
+                    tensors.append(tensor.reshape(-1))
+                    ok_urls.append(url)
+            rows.append(row)
+    if tensors:
+        shard = catalog.write_shard(ok_urls, np.stack(tensors))
+        for row in rows:
+            if row["row"] is not None:
+                row["shard"] = shard
+    return rows
+
+
+def _tensor_hash(tensor: np.ndarray) -> bytes:
+    return hashlib.blake2b(tensor.tobytes(), digest_size=16).digest()
+
+
+def _reusable(index: pa.Table, listing: Listing) -> dict[tuple[str, int, str], dict]:
+    """Index rows that match a listed file's (url, size, stamp) exactly."""
+    if index.num_rows == 0:
+        return {}
+    wanted = set(zip(listing.url, listing.size, listing.stamp))
+    found: dict[tuple[str, int, str], dict] = {}
+    for row in index.to_pylist():
+        key = (row["url"], row["size"], row["stamp"])
+        if key in wanted and key not in found and row["stamp"]:
+            found[key] = row
+    return found
+
+
+def ingest(listing: Listing, catalog: CatalogRef, storage_options: dict, px_size: int, mode: str,
+           engine: Callable[[], Engine], show_progress: bool) -> Decoded:
+    """Make sure every listed file has a catalog row; decode only what is new or changed."""
+    reuse = _reusable(catalog.read_index(), listing)
+    todo = [(u, s, t) for u, s, t in zip(listing.url, listing.size, listing.stamp) if (u, s, t) not in reuse]
+    fresh: dict[str, dict] = {}
+    if todo:
+        cluster = engine()
+        parts = max(math.ceil(len(todo) / SHARD_FILES), min(len(todo), 4 * cluster.workers))
+        bag = db.from_sequence(todo, npartitions=parts).map_partitions(
+            _decode_partition, catalog, storage_options, px_size, mode)
+        for part in cluster.run(bag.to_delayed(), "dupflow decoding", show_progress):
+            for row in part:
+                fresh[row["url"]] = row
+        cached = [{k: v for k, v in row.items() if k != "cache"} for row in fresh.values() if row["cache"]]
+        if cached:
+            catalog.write_index(pa.Table.from_pylist(cached, schema=INDEX_SCHEMA))
+    n = len(listing)
+    out = Decoded([None] * n, np.full(n, -1, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
+                  [None] * n, decoded=len(todo), reused=n - len(todo))
+    for i, key in enumerate(zip(listing.url, listing.size, listing.stamp)):
+        row = reuse.get(key) or fresh[key[0]]
+        if row["error"] is not None:
+            out.error[i] = row["error"]
+            log.warning("skipping %s: %s", listing.path[i], row["error"])
+            continue
+        out.shard[i], out.row[i] = row["shard"], row["row"]
+        out.width[i], out.height[i] = row["width"], row["height"]
+    return out

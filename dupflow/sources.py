@@ -1,0 +1,217 @@
+"""Listing: input paths and fsspec URLs -> a deterministic table of image files (nothing is opened)."""
+from __future__ import annotations
+
+import logging
+import os
+import stat as stat_mod
+from dataclasses import dataclass, field
+from typing import Iterator
+
+import fsspec
+from fsspec.implementations.local import LocalFileSystem
+
+log = logging.getLogger("dupflow")
+
+DIFPY_EXTENSIONS = frozenset(
+    "apng bw cdf cur dcx dds dib emf eps fli flc fpx ftex fits gd gd2 gif gbr icb icns iim ico im imt j2k "
+    "jfif jfi jif jp2 jpe jpeg jpg jpm jpf jpx mic mpo msp nc pbm pcd pcx pgm png ppm psd pixar ras rgb "
+    "rgba sgi spi spider sun tga tif tiff vda vst wal webp xbm xpm".split())
+UNSUPPORTED = "Unsupported file type"
+
+
+def supported_extensions() -> frozenset[str]:
+    """difPy's list, plus bmp, plus heic/heif/avif where a Pillow plugin can read them."""
+    from PIL import features
+    extra = {"bmp"}
+    try:
+        if features.check("avif"):
+            extra.add("avif")
+    except Exception:  # older Pillow without the avif feature name
+        pass
+    try:
+        import pillow_heif  # noqa: F401
+        extra.update({"heic", "heif"})
+    except ImportError:
+        pass
+    return DIFPY_EXTENSIONS | extra
+
+
+@dataclass
+class Listing:
+    """The files of one build: parallel columns, in search order, plus what was refused at listing."""
+    path: list[str] = field(default_factory=list)      # as the user sees it (result keys)
+    url: list[str] = field(default_factory=list)       # what fsspec opens
+    size: list[int] = field(default_factory=list)
+    stamp: list[str] = field(default_factory=list)     # mtime_ns, ETag or generation
+    inputs: list[list[int]] = field(default_factory=list)   # input indices each file belongs to
+    invalid: dict[str, str] = field(default_factory=dict)
+    roots: list[str] = field(default_factory=list)     # canonical URL of every input, for safety checks
+
+    def __len__(self) -> int:
+        return len(self.path)
+
+
+def is_local(url: str) -> bool:
+    """True for plain paths and file:// URLs."""
+    return "://" not in url or url.startswith("file://")
+
+
+def filesystem(url: str, storage_options: dict) -> tuple[fsspec.AbstractFileSystem, str]:
+    """The fsspec filesystem and in-filesystem path of a URL or local path."""
+    if "://" not in url:
+        return LocalFileSystem(), os.path.abspath(url)
+    return fsspec.core.url_to_fs(url, **storage_options)
+
+
+def _extension(path: str) -> str:
+    name = path.rstrip("/").rsplit("/", 1)[-1]
+    return name.rsplit(".", 1)[-1].lower() if "." in name else ""
+
+
+def _walk_local(root: str, recursive: bool, refused: dict[str, str]) -> Iterator[tuple[str, os.stat_result | str]]:
+    """Yield (path, stat or error) under root, depth-first, skipping hidden names and symlink loops."""
+    seen_dirs = {os.path.realpath(root)}
+    stack = [root]
+    while stack:
+        folder = stack.pop()
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError as exc:
+            log.warning("cannot list folder %s: %s", folder, exc)
+            refused[folder] = f"Folder could not be listed: {exc.strerror or exc}"
+            continue
+        subfolders = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            try:
+                is_dir = entry.is_dir()
+            except OSError:
+                is_dir = False
+            if is_dir:
+                real = os.path.realpath(entry.path)
+                if real in seen_dirs:
+                    log.info("skipping %s: folder already listed (symbolic link loop or repeat)", entry.path)
+                elif recursive:
+                    seen_dirs.add(real)
+                    subfolders.append(entry.path)
+                continue
+            try:
+                st = entry.stat()
+            except OSError as exc:
+                yield entry.path, f"{type(exc).__name__}: {exc.strerror or exc} (broken or looping symbolic link)"
+                continue
+            if not stat_mod.S_ISREG(st.st_mode):
+                yield entry.path, "Not a regular file (device, socket or pipe)"
+                continue
+            yield entry.path, st
+        stack.extend(reversed(subfolders))
+
+
+def _list_local(entry: str, recursive: bool, refused: dict[str, str]) -> Iterator[tuple[str, str, int, str, str | None]]:
+    """(display path, url, size, stamp, error) for a local input: a folder or a single file."""
+    local = entry[len("file://"):] if entry.startswith("file://") else entry
+    prefix = "file://" if entry.startswith("file://") else ""
+    if not os.path.lexists(local):
+        raise FileNotFoundError(f'Directory "{entry}" does not exist')
+    if os.path.isdir(local):
+        walked = _walk_local(local, recursive, refused)
+    else:
+        try:
+            walked = iter([(local, os.stat(local))])
+        except OSError as exc:
+            walked = iter([(local, f"{type(exc).__name__}: {exc.strerror or exc}")])
+    for path, st in walked:
+        display = prefix + os.path.normpath(path)
+        url = os.path.abspath(path)
+        if isinstance(st, str):
+            yield display, url, -1, "", st
+        else:
+            yield display, url, st.st_size, str(st.st_mtime_ns), None
+
+
+def _remote_stamp(info: dict) -> str:
+    for key in ("ETag", "etag", "generation", "md5Hash", "LastModified", "mtime", "updated", "created"):
+        if info.get(key) is not None:
+            return str(info[key]).strip('"')
+    return ""
+
+
+def _list_remote(entry: str, recursive: bool, storage_options: dict) -> Iterator[tuple[str, str, int, str, str | None]]:
+    """(display path, url, size, stamp, error) for an fsspec URL: a prefix or a single object."""
+    fs, root = fsspec.core.url_to_fs(entry, **storage_options)
+    protocol = entry.split("://", 1)[0]
+    try:
+        info = fs.info(root)
+    except FileNotFoundError:
+        raise FileNotFoundError(f'Directory "{entry}" does not exist') from None
+    if info.get("type") == "directory":
+        found = fs.find(root, maxdepth=None if recursive else 1, detail=True, withdirs=False)
+        items = sorted(found.items())
+    else:
+        items = [(root, info)]
+    root_parts = root.rstrip("/").count("/") + 1
+    for path, detail in items:
+        relative = path.split("/")[root_parts:]
+        if any(part.startswith(".") for part in relative):
+            continue
+        url = f"{protocol}://{path}"
+        yield url, url, int(detail.get("size") or 0), _remote_stamp(detail), None
+
+
+def _canonical(url: str) -> str:
+    return ("file://" + url) if "://" not in url else url
+
+
+def current_state(url: str, storage_options: dict) -> tuple[int, str] | None:
+    """(size, stamp) of a file now, in the listing's terms; None if it is gone."""
+    try:
+        if "://" not in url:
+            st = os.stat(url)
+            return st.st_size, str(st.st_mtime_ns)
+        fs, path = filesystem(url, storage_options)
+        fs.invalidate_cache(path)
+        info = fs.info(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+    return int(info.get("size") or 0), _remote_stamp(info)
+
+
+def under_roots(url: str, roots: list[str]) -> bool:
+    """True if a file lies inside one of the searched inputs (a folder, or the file itself)."""
+    key = _canonical(url)
+    return any(key == root or key.startswith(root.rstrip("/") + "/") for root in roots)
+
+
+def list_files(directories: list[str], recursive: bool, limit_extensions: bool,
+               storage_options: dict | None = None) -> Listing:
+    """List every input (sorted order), each file once, sorted by path within its input."""
+    storage_options = storage_options or {}
+    allowed = supported_extensions() if limit_extensions else None
+    listing = Listing()
+    position: dict[str, int] = {}
+    for index, entry in enumerate(directories):
+        local = is_local(entry)
+        rows = (_list_local(entry, recursive, listing.invalid) if local
+                else _list_remote(entry, recursive, storage_options))
+        root_url = _canonical(os.path.abspath(entry[7:] if entry.startswith("file://") else entry)) if local else entry
+        listing.roots.append(root_url)
+        for display, url, size, stamp, error in sorted(rows):
+            key = _canonical(url)
+            if key in position:
+                if index not in listing.inputs[position[key]]:
+                    listing.inputs[position[key]].append(index)
+                continue
+            if error is not None:
+                listing.invalid[display] = error
+                continue
+            if allowed is not None and _extension(display) not in allowed:
+                listing.invalid[display] = UNSUPPORTED
+                continue
+            position[key] = len(listing.path)
+            listing.path.append(display)
+            listing.url.append(url)
+            listing.size.append(size)
+            listing.stamp.append(stamp)
+            listing.inputs.append([index])
+    return listing
