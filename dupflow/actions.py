@@ -10,6 +10,7 @@ import warnings
 from dataclasses import dataclass
 from datetime import datetime
 
+from .params import ParameterError
 from .sources import current_state, filesystem, under_roots
 
 log = logging.getLogger("dupflow")
@@ -23,6 +24,8 @@ class Removal:
     size: int
     stamp: str
     primary_url: str
+    primary_size: int | None = None     # the primary as scanned; None: only check that it still exists
+    primary_stamp: str | None = None
 
 
 def journal_dir() -> str:
@@ -38,8 +41,15 @@ class Journal:
         folder = folder or journal_dir()
         os.makedirs(folder, exist_ok=True)
         stamp = datetime.now().strftime("%Y%m%d%H%M%S%f")
-        self.path = os.path.join(folder, f"dupflow_{stamp}_{action}.jsonl")
-        self._handle = open(self.path, "x", encoding="utf-8")
+        for k in range(1000):  # never reuse a journal, even when two runs start in the same microsecond
+            self.path = os.path.join(folder, f"dupflow_{stamp}{f'_{k}' if k else ''}_{action}.jsonl")
+            try:
+                self._handle = open(self.path, "x", encoding="utf-8")
+                break
+            except FileExistsError:
+                continue
+        else:
+            raise FileExistsError(f"no free journal name in {folder}")
         self.write({"journal": "dupflow", "version": 1, "action": action, "created": datetime.now().isoformat()})
 
     def write(self, record: dict) -> None:
@@ -75,8 +85,11 @@ def safe_to_remove(item: Removal, roots: list[str], primaries: set[str], storage
         return "it no longer exists"
     if now != (item.size, item.stamp):
         return "it changed since the scan"
-    if current_state(item.primary_url, storage_options) is None:
+    primary_now = current_state(item.primary_url, storage_options)
+    if primary_now is None:
         return "its primary no longer exists"
+    if item.primary_size is not None and primary_now != (item.primary_size, item.primary_stamp):
+        return "its primary changed since the scan"
     if _same_file(item.url, item.primary_url):
         return "it is the same file as its primary (a link)"
     return None
@@ -137,7 +150,10 @@ def move_files(items: list[Removal], destination: str, roots: list[str], primari
     folder = destination.rstrip("/") if _is_remote(destination) else os.path.normpath(destination)
     target_root = folder if _is_remote(folder) else os.path.abspath(folder)
     fs, root_path = filesystem(folder, storage_options)
-    fs.makedirs(root_path, exist_ok=True)
+    try:
+        fs.makedirs(root_path, exist_ok=True)
+    except OSError:  # difPy's message when the destination cannot be created
+        raise ParameterError(f'Invalid value for "move_to" parameter: "{destination}" does not exist.') from None
     journal = Journal("move", journal_folder)
     plan, taken = [], set()
     for item in items:
@@ -196,19 +212,26 @@ def delete_files(items: list[Removal], roots: list[str], primaries: set[str], st
 def undo(journal_path: str, storage_options: dict | None = None) -> dict[str, int]:
     """Put moved files back where they were (never overwriting); deletions cannot be undone."""
     storage_options = storage_options or {}
-    with open(journal_path, encoding="utf-8") as handle:
-        records = [json.loads(line) for line in handle if line.strip()]
-    if not records or records[0].get("journal") != "dupflow":
+    try:
+        with open(journal_path, encoding="utf-8") as handle:
+            records = [json.loads(line) for line in handle if line.strip()]
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        records = []
+    if not records or not isinstance(records[0], dict) or records[0].get("journal") != "dupflow":
         raise ValueError(f'"{journal_path}" is not a dupflow journal.')
+    done = {(r.get("source"), r.get("destination")) for r in records[1:] if r.get("op") == "done"}
     counts = {"restored": 0, "skipped": 0, "not_restorable": 0}
     for record in records[1:]:
-        if record.get("op") != "done":
+        if record.get("op") != "plan":
             continue
-        if "destination" not in record:
-            counts["not_restorable"] += 1
+        source, moved = record["source"], record.get("destination")
+        if moved is None:  # a deletion
+            counts["not_restorable"] += int((source, None) in done)
             continue
-        source, moved = record["source"], record["destination"]
-        if current_state(moved, storage_options) is None or current_state(source, storage_options) is not None:
+        state = current_state(moved, storage_options)
+        if (source, moved) not in done and (state is None or state[0] != record.get("size")):
+            continue  # never moved: the move failed, or the run stopped before it (a crash after it is restored)
+        if state is None or current_state(source, storage_options) is not None:
             log.warning("cannot restore %s: the moved copy is missing or its old place is taken", source)
             counts["skipped"] += 1
             continue

@@ -117,6 +117,8 @@ class search:
         per_set = [greedy_groups(quality_order(members, pixels, listing.path), i, j, sums)
                    for members, (i, j, sums) in zip(member_sets, edges)]
         self._groups = [group for groups in per_set for group in groups]
+        self._pairs = sorted({(min(listing.path[a], listing.path[b]), max(listing.path[a], listing.path[b]), float(s) / d)
+                              for i, j, sums in edges for a, b, s in zip(i.tolist(), j.tolist(), sums.tolist())})
         if bp.in_folder:
             self.result = {folder: result_dict(groups, listing.path, d)
                            for folder, groups in zip(bp.directories, per_set) if groups}
@@ -132,6 +134,11 @@ class search:
         self.stats = search_stats(b.stats, start, datetime.now(), parameters, len(b._valid),
                                   count_matches(self._groups), extra)
         self.journal: str | None = None
+
+    @property
+    def pairs(self) -> list[tuple[str, str, float]]:
+        """Every matching pair found (path, path, mse), not just those kept by the grouping."""
+        return list(self._pairs)
 
     def _removals(self) -> list[Removal]:
         listing = self._build._listing

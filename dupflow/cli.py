@@ -122,8 +122,8 @@ def _write_outputs(folder: str, result: dict, lower_quality: list[str], stats: d
 
 def run_search(argv: Sequence[str]) -> int:
     from . import api
-    from .params import LAZY_RENAMED, ParameterError, ParameterTypeError
-    args = search_parser().parse_args(argv)
+    from .params import LAZY_RENAMED, ParameterError, ParameterTypeError, validate_build, validate_search
+    args = search_parser().parse_intermixed_args(argv)
     if args.lazy is not None:
         raise UsageError(LAZY_RENAMED)
     if args.move_to and args.delete:
@@ -131,6 +131,16 @@ def run_search(argv: Sequence[str]) -> int:
     paths = list(args.paths) + list(args.directory) or [os.getcwd()]
     options = {"storage_options": args.storage_options, "catalog": args.catalog,
                "scheduler": args.scheduler, "decode": args.decode}
+    try:  # every parameter first, in difPy's order, so a usage error never waits for a cluster or a decode
+        validate_build((paths,), args.recursive, args.in_folder, args.limit_extensions, args.px_size,
+                       args.show_progress, args.processes, options)
+        validate_search(args.similarity, args.rotate, args.same_dim, args.show_progress, args.processes,
+                        args.chunksize, {})
+    except (ParameterError, ParameterTypeError) as exc:
+        raise UsageError(str(exc)) from None
+    if args.move_to and "://" not in args.move_to and os.path.exists(args.move_to) \
+            and not os.path.isdir(args.move_to):
+        raise UsageError(f'Invalid value for "move_to" parameter: "{args.move_to}" is not a directory.')
     try:
         dif = api.build(paths, recursive=args.recursive, in_folder=args.in_folder,
                         limit_extensions=args.limit_extensions, px_size=args.px_size,
@@ -150,10 +160,15 @@ def run_search(argv: Sequence[str]) -> int:
     print(f"{found.stats['process']['search']['files_searched']} images searched: "
           f"{counts['duplicates']} duplicates, {counts['similar']} similar, "
           f"{len(found.lower_quality)} lower-quality files.")
-    if args.move_to:
-        found.move_to(args.move_to)
-    elif args.delete:
-        found.delete(silent_del=args.silent_del)
+    try:
+        if args.move_to:
+            found.move_to(args.move_to)
+        elif args.delete:
+            found.delete(silent_del=args.silent_del)
+    except (ParameterError, ParameterTypeError) as exc:
+        raise UsageError(str(exc)) from None
+    except EOFError:  # no one to answer the prompt (stdin closed or not a terminal): keep every file
+        print("\nDeletion canceled: no answer on standard input (use -sd true to delete without asking).")
     print("\n" + "\n".join(names) + f"\n\nsaved in '{folder}'.")
     return 0
 

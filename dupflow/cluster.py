@@ -2,12 +2,35 @@
 from __future__ import annotations
 
 import logging
+import sys
 import threading
-from typing import Any, Iterable
+import warnings
+from contextlib import contextmanager
+from typing import Any, Iterable, Iterator
 
 from tqdm.auto import tqdm
 
 log = logging.getLogger("dupflow")
+
+
+@contextmanager
+def _workers_skip_main() -> Iterator[None]:
+    """Start spawned workers without re-running the caller's script, so no __main__ guard is needed.
+
+    Workers only run dupflow's own functions; multiprocessing re-imports __main__ in each spawned child
+    only when it has a __file__ or __spec__, which difPy users without the guard trip over.
+    """
+    main = sys.modules.get("__main__")
+    saved = {key: getattr(main, key) for key in ("__file__", "__spec__") if hasattr(main, key)}
+    try:
+        if "__file__" in saved:
+            del main.__file__
+        if "__spec__" in saved:
+            main.__spec__ = None
+        yield
+    finally:
+        for key, value in saved.items():
+            setattr(main, key, value)
 
 
 class Engine:
@@ -22,8 +45,11 @@ class Engine:
         elif isinstance(scheduler, str):
             self.client, self.owned, self.kind = Client(scheduler), True, "address"
         else:
-            self._cluster = LocalCluster(n_workers=processes, threads_per_worker=1, processes=True,
-                                         dashboard_address=None, silence_logs=logging.ERROR)
+            with _workers_skip_main(), warnings.catch_warnings():
+                # the scheduler's health endpoint moves off a busy port 8787 by itself
+                warnings.filterwarnings("ignore", message="Port .* is already in use")
+                self._cluster = LocalCluster(n_workers=processes, threads_per_worker=1, processes=True,
+                                             dashboard_address=None, silence_logs=logging.ERROR)
             self.client, self.owned, self.kind = Client(self._cluster), True, "local"
 
     @property

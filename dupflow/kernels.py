@@ -12,11 +12,16 @@ from fractions import Fraction
 import numpy as np
 
 
+def threshold_value(threshold: float) -> Fraction:
+    """The threshold as the decimal the user wrote (0.03 means 3/100, not the binary float below it)."""
+    return Fraction(repr(float(threshold))) if isinstance(threshold, float) else Fraction(threshold)
+
+
 def match_limit(threshold: float, d: int) -> float:
     """The largest integer S with S / d <= threshold, decided in exact rational arithmetic."""
     if math.isinf(threshold):
         return float(d * 255 * 255)
-    return float(min(math.floor(Fraction(threshold) * d), d * 255 * 255))
+    return float(min(math.floor(threshold_value(threshold) * d), d * 255 * 255))
 
 
 def rotations(block: np.ndarray, px: int, rotate: bool) -> list[np.ndarray]:

@@ -17,6 +17,7 @@ DIFPY_EXTENSIONS = frozenset(
     "jfif jfi jif jp2 jpe jpeg jpg jpm jpf jpx mic mpo msp nc pbm pcd pcx pgm png ppm psd pixar ras rgb "
     "rgba sgi spi spider sun tga tif tiff vda vst wal webp xbm xpm".split())
 UNSUPPORTED = "Unsupported file type"
+NOT_REGULAR = "Not a regular file (device, socket or pipe)"
 
 
 def supported_extensions() -> frozenset[str]:
@@ -56,10 +57,19 @@ def is_local(url: str) -> bool:
     return "://" not in url or url.startswith("file://")
 
 
+class LiteralLocalFileSystem(LocalFileSystem):
+    """The local filesystem with every path taken literally: `[`, `*`, `?` in names are not glob patterns."""
+
+    def expand_path(self, path, recursive=False, maxdepth=None, **kwargs):
+        """fsspec's expand_path without glob expansion (fs.cat would otherwise miss `a[1].png`)."""
+        kwargs.setdefault("assume_literal", True)
+        return super().expand_path(path, recursive=recursive, maxdepth=maxdepth, **kwargs)
+
+
 def filesystem(url: str, storage_options: dict) -> tuple[fsspec.AbstractFileSystem, str]:
-    """The fsspec filesystem and in-filesystem path of a URL or local path."""
+    """The fsspec filesystem and in-filesystem path of a URL or local path (local paths are literal)."""
     if "://" not in url:
-        return LocalFileSystem(), os.path.abspath(url)
+        return LiteralLocalFileSystem(), os.path.abspath(url)
     return fsspec.core.url_to_fs(url, **storage_options)
 
 
@@ -102,7 +112,7 @@ def _walk_local(root: str, recursive: bool, refused: dict[str, str]) -> Iterator
                 yield entry.path, f"{type(exc).__name__}: {exc.strerror or exc} (broken or looping symbolic link)"
                 continue
             if not stat_mod.S_ISREG(st.st_mode):
-                yield entry.path, "Not a regular file (device, socket or pipe)"
+                yield entry.path, NOT_REGULAR
                 continue
             yield entry.path, st
         stack.extend(reversed(subfolders))
@@ -118,9 +128,11 @@ def _list_local(entry: str, recursive: bool, refused: dict[str, str]) -> Iterato
         walked = _walk_local(local, recursive, refused)
     else:
         try:
-            walked = iter([(local, os.stat(local))])
+            st = os.stat(local)
         except OSError as exc:
             walked = iter([(local, f"{type(exc).__name__}: {exc.strerror or exc}")])
+        else:  # a FIFO given by name would block the reader forever
+            walked = iter([(local, st if stat_mod.S_ISREG(st.st_mode) else NOT_REGULAR)])
     for path, st in walked:
         display = prefix + os.path.normpath(path)
         url = os.path.abspath(path)

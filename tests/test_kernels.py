@@ -1,0 +1,65 @@
+"""The numeric kernels alone: exact sums against plain numpy, rotations, masks, limits."""
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+from dupflow import kernels
+
+
+def _brute(a, b, px, rotate):
+    out = np.zeros((len(a), len(b)))
+    for i in range(len(a)):
+        for j in range(len(b)):
+            x = a[i].reshape(px, px, 3).astype(np.int64)
+            y = b[j].reshape(px, px, 3).astype(np.int64)
+            out[i, j] = min(((x - np.rot90(y, k)) ** 2).sum() for k in (range(4) if rotate else [0]))
+    return out
+
+
+def test_pair_sums_are_exact_integers():
+    rng = np.random.default_rng(0)
+    px = 12
+    a = rng.integers(0, 256, (7, 3 * px * px), dtype=np.uint8)
+    b = rng.integers(0, 256, (5, 3 * px * px), dtype=np.uint8)
+    b[0] = np.rot90(a[3].reshape(px, px, 3), 3).reshape(-1)      # a quarter turn clockwise of a[3]
+    for rotate in (True, False):
+        got = kernels.pair_sums(a, b, px, rotate)
+        assert np.array_equal(got, _brute(a, b, px, rotate))
+    assert kernels.pair_sums(a, b, px, True)[3, 0] == 0
+    assert kernels.pair_sums(a, b, px, False)[3, 0] > 0
+
+
+def test_extreme_values_stay_exact_at_the_largest_px():
+    """All-0 against all-255 at px 5000 would be 4.9e12: the float64 path must still be exact."""
+    px = 5000
+    d = 3 * px * px
+    assert d * 255 * 255 < 2 ** 53
+    a = np.zeros((1, 3 * 40 * 40), np.uint8)
+    b = np.full((1, 3 * 40 * 40), 255, np.uint8)
+    assert kernels.pair_sums(a, b, 40, False)[0, 0] == 3 * 40 * 40 * 255 ** 2
+
+
+def test_match_limit_is_the_exact_floor():
+    d = 7500
+    assert kernels.match_limit(0, d) == 0
+    assert kernels.match_limit(5, d) == 37500
+    assert kernels.match_limit(0.1, d) == 750           # 0.1 * 7500 is 750 exactly as a decimal
+    assert kernels.match_limit(1 / 3, d) == 2499        # 0.3333333333333333 * 7500 = 2499.99...
+    assert kernels.threshold_value(0.03) == Fraction(3, 100)
+    assert kernels.match_limit(float("inf"), d) == d * 255 * 255
+    assert kernels.match_limit(10 ** 9, d) == d * 255 * 255
+
+
+def test_block_matches_masks_and_upper_triangle():
+    px = 10
+    rng = np.random.default_rng(1)
+    a = rng.integers(0, 256, (4, 300), dtype=np.uint8)
+    a[2] = a[0]
+    dims = np.array([[10, 20], [10, 20], [10, 20], [5, 5]])
+    i, j, s = kernels.block_matches(a, a, px, True, 0.0, kernels.same_dim_mask(dims, dims), upper=True)
+    assert list(zip(i.tolist(), j.tolist(), s.tolist())) == [(0, 2, 0.0)]
+    dims[2] = [5, 5]
+    i, _, _ = kernels.block_matches(a, a, px, True, 0.0, kernels.same_dim_mask(dims, dims), upper=True)
+    assert len(i) == 0
