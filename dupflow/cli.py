@@ -192,7 +192,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("dupflow: %(message)s"))
+    handler.set_name("dupflow-cli")
     logger = logging.getLogger("dupflow")
+    logger.handlers = [h for h in logger.handlers if h.get_name() != "dupflow-cli"]  # one, even when called again
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING)
     logger.propagate = False

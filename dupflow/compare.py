@@ -1,6 +1,13 @@
-"""Stage 4, the Dask graph: catalog rows -> blocks -> one task per block pair -> match edges (i, j, S)."""
+"""Stage 4, the Dask graph: catalog rows -> match edges (i, j, S) as file-table positions.
+
+Threshold 0 is a hash join: equal tensors (up to a quarter turn) have equal hashes, and each hash
+class is then checked tensor by tensor. Any other threshold cuts the images into blocks and runs one
+task per block pair, skipping pairs whose brightness ranges alone rule every match out.
+"""
 from __future__ import annotations
 
+import math
+from collections import defaultdict
 from dataclasses import dataclass
 from typing import Callable
 
@@ -13,13 +20,16 @@ from .cluster import Engine
 from .ingest import Decoded
 
 BLOCK_BYTES = 16 * 2**20   # tensor bytes per block: bounds a worker's memory, not the number of images
+VERIFY_IMAGES = 4096       # images checked per hash-join task
+
+Edges = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True)
-class Block:
-    """Images compared together: their positions in the file table and where their tensors live."""
+class Rows:
+    """Where some images' tensors live: file-table positions and, per shard, (rows, places in the block)."""
     members: np.ndarray
-    segments: tuple[tuple[str, np.ndarray], ...]
+    segments: tuple[tuple[str, np.ndarray, np.ndarray], ...]
 
 
 def block_size(px_size: int, chunksize: int | None) -> int:
@@ -29,69 +39,146 @@ def block_size(px_size: int, chunksize: int | None) -> int:
     return int(np.clip(BLOCK_BYTES // (3 * px_size * px_size), 16, 4096))
 
 
-def make_blocks(decoded: Decoded, members: np.ndarray, size: int) -> list[Block]:
-    """Cut the members (valid images) into blocks, each reading as few shards as possible."""
-    order = sorted(members, key=lambda p: (decoded.shard[p], decoded.row[p]))
-    blocks = []
-    for start in range(0, len(order), size):
-        chunk = np.array(order[start:start + size], dtype=np.int64)
-        segments: list[tuple[str, list[int]]] = []
-        for position in chunk:
-            shard = decoded.shard[position]
-            if not segments or segments[-1][0] != shard:
-                segments.append((shard, []))
-            segments[-1][1].append(int(decoded.row[position]))
-        blocks.append(Block(chunk, tuple((s, np.array(r, dtype=np.int64)) for s, r in segments)))
-    return blocks
+def _rows(decoded: Decoded, positions: list[int]) -> Rows:
+    """Address the given positions, grouped by shard so that each shard is opened once."""
+    by_shard: dict[str, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
+    for place, position in enumerate(positions):
+        rows, places = by_shard[decoded.shard[position]]
+        rows.append(int(decoded.row[position]))
+        places.append(place)
+    return Rows(np.array(positions, dtype=np.int64),
+                tuple((shard, np.array(rows, dtype=np.int64), np.array(places, dtype=np.int64))
+                      for shard, (rows, places) in by_shard.items()))
 
 
-def _load_block(catalog: CatalogRef, segments: tuple[tuple[str, np.ndarray], ...]) -> np.ndarray:
-    """Read a block's tensors on a worker (tensors never pass through the client)."""
-    return np.concatenate([catalog.read_tensors(shard, rows) for shard, rows in segments])
+def _load(catalog: CatalogRef, rows: Rows) -> np.ndarray:
+    """Read tensors on a worker, in the order of rows.members (never through the client or scheduler)."""
+    out = None
+    for shard, shard_rows, places in rows.segments:
+        tensors = catalog.read_tensors(shard, shard_rows)
+        if out is None:
+            out = np.empty((len(rows.members), tensors.shape[1]), dtype=np.uint8)
+        out[places] = tensors
+    return out
 
 
-def _compare_blocks(a: np.ndarray, b: np.ndarray, members_a: np.ndarray, members_b: np.ndarray,
-                    dims_a: np.ndarray | None, dims_b: np.ndarray | None, px: int, rotate: bool,
-                    limit: float, same: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    mask = kernels.same_dim_mask(dims_a, dims_b) if dims_a is not None else None
-    i, j, sums = kernels.block_matches(a, b, px, rotate, limit, mask, upper=same)
-    return members_a[i], members_b[j], sums
+# ---- threshold 0: hash join -------------------------------------------------------------------
+
+def _split_equal(tensors: np.ndarray, px: int, rotate: bool) -> list[list[int]]:
+    """Partition rows into classes of tensors equal up to a quarter turn (or exactly equal)."""
+    left = list(range(len(tensors)))
+    classes = []
+    while left:
+        head, rest = left[0], left[1:]
+        forms = kernels.rotations(tensors[head:head + 1], px, rotate)
+        same = [r for r in rest if any(np.array_equal(tensors[r], form[0]) for form in forms)]
+        classes.append([head] + same)
+        taken = set(same)
+        left = [r for r in rest if r not in taken]
+    return classes
 
 
-def compare_tasks(catalog: CatalogRef, decoded: Decoded, members: np.ndarray, px: int, rotate: bool,
-                  same_dim: bool, limit: float, size: int) -> list:
-    """Delayed tasks, one per block pair (i <= j), each returning edges as file-table positions."""
-    blocks = make_blocks(decoded, members, size)
+def _verify(catalog: CatalogRef, rows: Rows, sizes: list[int], px: int, rotate: bool) -> list[list[int]]:
+    """Check hash classes tensor by tensor; returns the classes of really equal images (positions)."""
+    tensors = _load(catalog, rows)
+    out, start = [], 0
+    for size in sizes:
+        for part in _split_equal(tensors[start:start + size], px, rotate):
+            if len(part) > 1:
+                out.append([int(rows.members[start + k]) for k in part])
+        start += size
+    return out
+
+
+def _hash_classes(decoded: Decoded, members: np.ndarray, rotate: bool, same_dim: bool) -> list[list[int]]:
+    """Members sharing a content hash (turn-invariant when rotate) and, with same_dim, a size."""
+    classes: dict[tuple, list[int]] = defaultdict(list)
+    hashes = decoded.hash_turned if rotate else decoded.hash
+    for position in members.tolist():
+        key = (hashes[position],)
+        if same_dim:
+            key += tuple(sorted((int(decoded.width[position]), int(decoded.height[position]))))
+        classes[key].append(position)
+    return [c for c in classes.values() if len(c) > 1]
+
+
+def _duplicate_tasks(catalog: CatalogRef, decoded: Decoded, members: np.ndarray, px: int, rotate: bool,
+                     same_dim: bool) -> list:
+    tasks, batch, sizes = [], [], []
+    for cls in _hash_classes(decoded, members, rotate, same_dim):
+        batch.extend(cls)
+        sizes.append(len(cls))
+        if len(batch) >= VERIFY_IMAGES:
+            tasks.append(delayed(_verify, pure=True)(catalog, _rows(decoded, batch), sizes, px, rotate))
+            batch, sizes = [], []
+    if batch:
+        tasks.append(delayed(_verify, pure=True)(catalog, _rows(decoded, batch), sizes, px, rotate))
+    return tasks
+
+
+def _class_edges(results: list[list[list[int]]]) -> Edges:
+    """Every pair within each class of equal images, with S = 0."""
+    i, j = [], []
+    for classes in results:
+        for cls in classes:
+            for x in range(len(cls)):
+                i.extend(cls[x] for _ in range(len(cls) - x - 1))
+                j.extend(cls[x + 1:])
+    return np.array(i, dtype=np.int64), np.array(j, dtype=np.int64), np.zeros(len(i))
+
+
+# ---- threshold > 0: block pairs ---------------------------------------------------------------
+
+def _compare(a: np.ndarray, b: np.ndarray, rows_a: Rows, rows_b: Rows, dims_a: np.ndarray | None,
+             dims_b: np.ndarray | None, px: int, rotate: bool, limit: float, same: bool) -> Edges:
+    i, j, sums = kernels.pruned_matches(a, b, px, rotate, limit, dims_a, dims_b, upper=same)
+    return rows_a.members[i], rows_b.members[j], sums
+
+
+def _block_tasks(catalog: CatalogRef, decoded: Decoded, members: np.ndarray, px: int, rotate: bool,
+                 same_dim: bool, limit: float, size: int) -> list:
+    """One task per block pair (i <= j) that the blocks' brightness ranges and sizes do not rule out."""
+    order = sorted(members.tolist(), key=lambda p: (decoded.shard[p], decoded.row[p]))
+    blocks = [_rows(decoded, order[s:s + size]) for s in range(0, len(order), size)]
+    d = 3 * px * px
+    means = decoded.sums.sum(axis=1) / d
+    ranges = [(means[b.members].min(), means[b.members].max()) for b in blocks]
+    radius = math.sqrt(limit / d) * (1 + 1e-9) + 1e-6
     dims = np.sort(np.stack([decoded.width, decoded.height], axis=1), axis=1)
-    loads = [delayed(_load_block, pure=True)(catalog, block.segments) for block in blocks]
+    shapes = [set(map(tuple, dims[b.members].tolist())) for b in blocks]
+    loads = [delayed(_load, pure=True)(catalog, b) for b in blocks]
     tasks = []
     for x, bx in enumerate(blocks):
         for y in range(x, len(blocks)):
             by = blocks[y]
-            dx = dims[bx.members] if same_dim else None
-            dy = dims[by.members] if same_dim else None
-            if same_dim and not kernels.same_dim_mask(dx, dy).any():
+            gap = max(ranges[y][0] - ranges[x][1], ranges[x][0] - ranges[y][1], 0.0)
+            if gap > radius or (same_dim and not shapes[x] & shapes[y]):
                 continue
-            tasks.append(delayed(_compare_blocks, pure=True)(
-                loads[x], loads[y], bx.members, by.members, dx, dy, px, rotate, limit, x == y))
+            tasks.append(delayed(_compare, pure=True)(
+                loads[x], loads[y], bx, by, dims[bx.members] if same_dim else None,
+                dims[by.members] if same_dim else None, px, rotate, limit, x == y))
     return tasks
 
 
 def find_edges(catalog: CatalogRef, decoded: Decoded, member_sets: list[np.ndarray], px: int, rotate: bool,
                same_dim: bool, threshold: float, chunksize: int | None, engine: Callable[[], Engine],
-               show_progress: bool) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+               show_progress: bool) -> list[Edges]:
     """Every matching pair within each member set, as (i, j, S) arrays per set."""
     limit = kernels.match_limit(threshold, 3 * px * px)
     size = block_size(px, chunksize)
-    per_set = [compare_tasks(catalog, decoded, members, px, rotate, same_dim, limit, size)
-               for members in member_sets]
+    if limit == 0:
+        per_set = [_duplicate_tasks(catalog, decoded, m, px, rotate, same_dim) for m in member_sets]
+    else:
+        per_set = [_block_tasks(catalog, decoded, m, px, rotate, same_dim, limit, size) for m in member_sets]
     flat = [task for tasks in per_set for task in tasks]
     results = engine().run(flat, "dupflow comparing", show_progress) if flat else []
     out, start = [], 0
     for tasks in per_set:
         chunk = results[start:start + len(tasks)]
         start += len(tasks)
-        if chunk:
+        if limit == 0:
+            out.append(_class_edges(chunk))
+        elif chunk:
             out.append(tuple(np.concatenate([part[k] for part in chunk]) for k in range(3)))
         else:
             out.append(kernels.no_matches())

@@ -30,6 +30,9 @@ class Decoded:
     width: np.ndarray
     height: np.ndarray
     error: list[str | None]
+    hash: list[bytes | None]          # of the tensor as decoded
+    hash_turned: list[bytes | None]   # the least hash over its four quarter turns: equal iff some turn is equal
+    sums: np.ndarray                  # per-channel sums of the tensor (n x 3 int64)
     decoded: int
     reused: int
 
@@ -65,7 +68,8 @@ def _decode_partition(items: list[tuple[str, int, str]], catalog: CatalogRef, st
         for url, size, stamp in batch:
             data = fetched[url]
             row = {"url": url, "size": size, "stamp": stamp, "shard": None, "row": None,
-                   "width": None, "height": None, "hash": None, "error": None, "cache": True}
+                   "width": None, "height": None, "hash": None, "hash_turned": None,
+                   "sum_r": None, "sum_g": None, "sum_b": None, "error": None, "cache": True}
             if isinstance(data, BaseException):
                 row["error"], row["cache"] = error_message(data), False
             else:
@@ -74,8 +78,7 @@ def _decode_partition(items: list[tuple[str, int, str]], catalog: CatalogRef, st
                 except Exception as exc:  # anything a file contains is a row, never a crash
                     row["error"] = error_message(exc)
                 else:
-                    row.update(row=len(tensors), width=width, height=height,
-                               hash=_tensor_hash(tensor))
+                    row.update(row=len(tensors), width=width, height=height, **summarize(tensor))
                     tensors.append(tensor.reshape(-1))
                     ok_urls.append(url)
             rows.append(row)
@@ -87,8 +90,15 @@ def _decode_partition(items: list[tuple[str, int, str]], catalog: CatalogRef, st
     return rows
 
 
-def _tensor_hash(tensor: np.ndarray) -> bytes:
-    return hashlib.blake2b(tensor.tobytes(), digest_size=16).digest()
+def _hash(tensor: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(tensor).tobytes(), digest_size=16).digest()
+
+
+def summarize(tensor: np.ndarray) -> dict:
+    """What the search plans with: content hashes (plain and turn-invariant) and channel sums."""
+    sums = tensor.reshape(-1, 3).sum(axis=0, dtype=np.int64)
+    return {"hash": _hash(tensor), "hash_turned": min(_hash(np.rot90(tensor, k)) for k in range(4)),
+            "sum_r": int(sums[0]), "sum_g": int(sums[1]), "sum_b": int(sums[2])}
 
 
 def _reusable(index: pa.Table, listing: Listing) -> dict[tuple[str, int, str], dict]:
@@ -123,7 +133,8 @@ def ingest(listing: Listing, catalog: CatalogRef, storage_options: dict, px_size
             catalog.write_index(pa.Table.from_pylist(cached, schema=INDEX_SCHEMA))
     n = len(listing)
     out = Decoded([None] * n, np.full(n, -1, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
-                  [None] * n, decoded=len(todo), reused=n - len(todo))
+                  [None] * n, [None] * n, [None] * n, np.zeros((n, 3), np.int64),
+                  decoded=len(todo), reused=n - len(todo))
     for i, key in enumerate(zip(listing.url, listing.size, listing.stamp)):
         row = reuse.get(key) or fresh[key[0]]
         if row["error"] is not None:
@@ -132,4 +143,6 @@ def ingest(listing: Listing, catalog: CatalogRef, storage_options: dict, px_size
             continue
         out.shard[i], out.row[i] = row["shard"], row["row"]
         out.width[i], out.height[i] = row["width"], row["height"]
+        out.hash[i], out.hash_turned[i] = row["hash"], row["hash_turned"]
+        out.sums[i] = (row["sum_r"], row["sum_g"], row["sum_b"])
     return out

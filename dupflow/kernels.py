@@ -69,6 +69,107 @@ def block_matches(a: np.ndarray, b: np.ndarray, px: int, rotate: bool, limit: fl
     return i, j, sums[i, j]
 
 
+GRID = 5                 # coarse grid side for the block-mean bound
+PAIR_CHUNK = 1 << 16     # candidate pairs handled at once (bounds memory)
+DENSE_FRACTION = 0.25    # above this share of surviving pairs, one matrix product per turn is cheaper
+
+
+def _slack(limit: float) -> float:
+    """Prune only when a bound exceeds the limit by more than float64 rounding could explain."""
+    return limit * (1 + 1e-9) + 1e-6
+
+
+def grid_edges(px: int, g: int = GRID) -> np.ndarray:
+    """Block boundaries symmetric about the centre, so a quarter turn maps the grid onto itself."""
+    edges = [round(i * px / g) for i in range(g + 1)]
+    for i in range(g // 2 + 1, g + 1):
+        edges[i] = px - edges[g - i]
+    return np.array(edges, dtype=np.int64)
+
+
+def grid_sums(block: np.ndarray, px: int, edges: np.ndarray) -> np.ndarray:
+    """Per-block, per-channel sums of each tensor: (n, g, g, 3) float64 (exact integers)."""
+    cube = block.reshape(-1, px, px, 3)
+    rows = np.add.reduceat(cube, edges[:-1], axis=1, dtype=np.int64)
+    return np.add.reduceat(rows, edges[:-1], axis=2, dtype=np.int64).astype(np.float64)
+
+
+def channel_sums(block: np.ndarray) -> np.ndarray:
+    """Per-channel sums of each tensor: (n, 3) float64 (exact integers)."""
+    return block.reshape(len(block), -1, 3).sum(axis=1, dtype=np.int64).astype(np.float64)
+
+
+def window_pairs(mean_a: np.ndarray, mean_b: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """All (i, j) with |mean_a[i] - mean_b[j]| <= radius, found by sorting (no n x m work)."""
+    order_a, order_b = np.argsort(mean_a, kind="stable"), np.argsort(mean_b, kind="stable")
+    sorted_b = mean_b[order_b]
+    lo = np.searchsorted(sorted_b, mean_a[order_a] - radius, side="left")
+    hi = np.searchsorted(sorted_b, mean_a[order_a] + radius, side="right")
+    counts = hi - lo
+    total = int(counts.sum())
+    ii = np.repeat(np.arange(len(mean_a)), counts)
+    jj = np.repeat(lo - (np.cumsum(counts) - counts), counts) + np.arange(total)
+    return order_a[ii], order_b[jj]
+
+
+def _exact_sums(a: np.ndarray, turned: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
+    """sum((a[i] - turned[j])^2) per pair, exact in float64, in memory-bounded chunks."""
+    out = np.empty(len(i), dtype=np.float64)
+    step = max(1, (1 << 23) // a.shape[1])
+    for start in range(0, len(i), step):
+        diff = a[i[start:start + step]].astype(np.float64) - turned[j[start:start + step]]
+        out[start:start + step] = np.einsum("ij,ij->i", diff, diff)
+    return out
+
+
+def pruned_matches(a: np.ndarray, b: np.ndarray, px: int, rotate: bool, limit: float,
+                   dims_a: np.ndarray | None = None, dims_b: np.ndarray | None = None,
+                   upper: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Same answer as block_matches, but lower bounds discard pairs before any full comparison.
+
+    Bounds, each never above the true sum S (averaging never increases a squared error):
+    mean brightness d*(mean_a - mean_b)^2, per-channel sums, and a GRID x GRID block-sum grid per turn.
+    """
+    d = a.shape[1]
+    mask = same_dim_mask(dims_a, dims_b) if dims_a is not None else None
+    if math.isinf(limit) or limit >= d * 255 * 255:
+        return block_matches(a, b, px, rotate, limit, mask, upper)
+    ca, cb = channel_sums(a), channel_sums(b)
+    radius = math.sqrt(_slack(limit) / d) + 1e-9
+    i, j = window_pairs(ca.sum(axis=1) / d, cb.sum(axis=1) / d, radius)
+    keep = i < j if upper else np.ones(len(i), dtype=bool)
+    if dims_a is not None:
+        keep &= (dims_a[i] == dims_b[j]).all(axis=1)
+    i, j = i[keep], j[keep]
+    if len(i) > DENSE_FRACTION * len(a) * len(b):
+        return block_matches(a, b, px, rotate, limit, mask, upper)
+    px2 = float(px * px)
+    keep = np.empty(len(i), dtype=bool)
+    for start in range(0, len(i), PAIR_CHUNK):
+        sl = slice(start, start + PAIR_CHUNK)
+        keep[sl] = ((ca[i[sl]] - cb[j[sl]]) ** 2).sum(axis=1) / px2 <= _slack(limit)
+    i, j = i[keep], j[keep]
+    if not len(i):
+        return no_matches()
+    edges = grid_edges(px)
+    sizes = np.diff(edges).astype(np.float64)
+    weights = (sizes[:, None] * sizes[None, :])[None, :, :, None]
+    ga, gb = grid_sums(a, px, edges), grid_sums(b, px, edges)
+    best = np.full(len(i), np.inf)
+    for k, turned in enumerate(rotations(b, px, rotate)):
+        gbk = np.rot90(gb, k, axes=(1, 2))
+        alive = np.empty(len(i), dtype=bool)
+        for start in range(0, len(i), PAIR_CHUNK):
+            sl = slice(start, start + PAIR_CHUNK)
+            bound = ((ga[i[sl]] - gbk[j[sl]]) ** 2 / weights).sum(axis=(1, 2, 3))
+            alive[sl] = bound <= _slack(limit)
+        idx = np.nonzero(alive)[0]
+        if len(idx):
+            best[idx] = np.minimum(best[idx], _exact_sums(a, turned, i[idx], j[idx]))
+    hit = best <= limit
+    return i[hit], j[hit], best[hit]
+
+
 def no_matches() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """An empty (i, j, S) edge list."""
     return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64)

@@ -60,7 +60,8 @@ def is_local(url: str) -> bool:
 class LiteralLocalFileSystem(LocalFileSystem):
     """The local filesystem with every path taken literally: `[`, `*`, `?` in names are not glob patterns."""
 
-    def expand_path(self, path, recursive=False, maxdepth=None, **kwargs):
+    def expand_path(self, path: str | list[str], recursive: bool = False, maxdepth: int | None = None,
+                    **kwargs) -> list[str]:
         """fsspec's expand_path without glob expansion (fs.cat would otherwise miss `a[1].png`)."""
         kwargs.setdefault("assume_literal", True)
         return super().expand_path(path, recursive=recursive, maxdepth=maxdepth, **kwargs)

@@ -4,6 +4,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 import numpy as np
+import pytest
 
 from dupflow import kernels
 
@@ -63,3 +64,49 @@ def test_block_matches_masks_and_upper_triangle():
     dims[2] = [5, 5]
     i, _, _ = kernels.block_matches(a, a, px, True, 0.0, kernels.same_dim_mask(dims, dims), upper=True)
     assert len(i) == 0
+
+
+def test_grid_turns_with_the_image():
+    rng = np.random.default_rng(2)
+    for px in (10, 13, 50, 64):
+        block = rng.integers(0, 256, (3, 3 * px * px), dtype=np.uint8)
+        edges = kernels.grid_edges(px)
+        grid = kernels.grid_sums(block, px, edges)
+        for k, turned in enumerate(kernels.rotations(block, px, True)):
+            assert np.array_equal(kernels.grid_sums(turned, px, edges), np.rot90(grid, k, axes=(1, 2)))
+
+
+def test_window_pairs_finds_exactly_the_close_means():
+    rng = np.random.default_rng(3)
+    ma, mb = rng.uniform(0, 10, 300), rng.uniform(0, 10, 200)
+    i, j = kernels.window_pairs(ma, mb, 0.3)
+    got = set(zip(i.tolist(), j.tolist()))
+    want = {(x, y) for x in range(300) for y in range(200) if abs(ma[x] - mb[y]) <= 0.3}
+    assert got == want and len(got) == len(i)
+
+
+@pytest.mark.parametrize("px", [10, 16, 50])
+@pytest.mark.parametrize("limit_mse", [0.5, 5, 50, 500])
+def test_pruned_matches_equal_the_dense_kernel(px, limit_mse, monkeypatch):
+    """Pruning is exact: the same pairs and sums as the full matrix product, on near and far images."""
+    monkeypatch.setattr(kernels, "DENSE_FRACTION", 2.0)      # always take the pruning path
+    rng = np.random.default_rng(px)
+    d = 3 * px * px
+    base = rng.integers(0, 60, (20, d)) + rng.integers(0, 190, (20, 1))    # spread mean brightness
+    variants = [np.clip(base + rng.integers(-s, s + 1, base.shape), 0, 255) for s in (1, 3, 8, 20)]
+    turned = kernels.rotations(base.astype(np.uint8), px, True)[1].astype(np.int64)
+    a = np.concatenate([base] + variants[:2]).astype(np.uint8)
+    b = np.concatenate(variants[2:] + [turned, np.clip(turned + 2, 0, 255)]).astype(np.uint8)
+    dims_a = np.sort(rng.integers(1, 3, (len(a), 2)), axis=1)
+    dims_b = np.sort(rng.integers(1, 3, (len(b), 2)), axis=1)
+    limit = kernels.match_limit(limit_mse, d)
+    for rotate in (True, False):
+        for da, db in ((None, None), (dims_a, dims_b)):
+            mask = kernels.same_dim_mask(da, db) if da is not None else None
+            want = kernels.block_matches(a, b, px, rotate, limit, mask)
+            got = kernels.pruned_matches(a, b, px, rotate, limit, da, db)
+            assert len(want[0]) > 0 or not rotate
+            assert sorted(zip(*[x.tolist() for x in want])) == sorted(zip(*[x.tolist() for x in got]))
+        want = kernels.block_matches(a, a, px, rotate, limit, None, upper=True)
+        got = kernels.pruned_matches(a, a, px, rotate, limit, upper=True)
+        assert sorted(zip(*[x.tolist() for x in want])) == sorted(zip(*[x.tolist() for x in got]))
