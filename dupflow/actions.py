@@ -78,7 +78,7 @@ def safe_to_remove(item: Removal, roots: list[str], primaries: set[str], storage
     """Why this file must be left alone, or None when removing it keeps its content elsewhere."""
     if not under_roots(item.url, roots):
         return "outside the searched folders"
-    if False:
+    if item.url in primaries:
         return "it is the primary of a group"
     now = current_state(item.url, storage_options)
     if now is None:
@@ -141,7 +141,7 @@ def _move_one(source: str, target: str, storage_options: dict) -> None:
         shutil.copyfileobj(src, dst)
     if dst_fs.size(dst_path) != src_fs.size(src_path):
         raise OSError(f"copy of {source} is incomplete")
-    src_fs.rm(src_path)
+    src_fs.rm_file(src_path)
 
 
 def move_files(items: list[Removal], destination: str, roots: list[str], primaries: set[str],
@@ -199,7 +199,7 @@ def delete_files(items: list[Removal], roots: list[str], primaries: set[str], st
     for item in safe:
         try:
             fs, path = filesystem(item.url, storage_options)
-            fs.rm(path)
+            fs.rm_file(path)   # one literal path: rm() would expand `[`, `*`, `?` as a pattern
         except Exception as exc:
             warnings.warn(f"Could not delete file: {item.path} ({exc})")
             continue

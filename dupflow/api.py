@@ -56,14 +56,15 @@ class build:
                       "px_size": p.px_size, "processes": p.processes}
         extra = {"version": __version__, "decode": p.decode, "catalog": _redact(self._catalog.url),
                  "decoded": self._decoded.decoded, "reused": self._decoded.reused,
+                 "removed": self._decoded.removed,
                  "seconds": {"list": round(t1 - t0, 4), "decode": round(t2 - t1, 4)},
                  "cluster": self._engine.describe() if self._engine else None}
         self.stats = build_stats(p.directories, len(self._valid), invalid, start, datetime.now(), parameters, extra)
 
-    def _get_engine(self) -> Engine:
+    def _get_engine(self, images: int) -> Engine:
         """The cluster, started on first need (a fully reused catalog needs none) and closed with us."""
         if self._engine is None or self._engine.closed:
-            self._engine = Engine(self._params.scheduler, self._params.processes)
+            self._engine = Engine(self._params.scheduler, self._params.processes, images)
             self._finalizer = weakref.finalize(self, self._engine.close)
         return self._engine
 
@@ -101,7 +102,7 @@ class search:
             member_sets = [b._valid]
         if p.scheduler is not None:
             engine = Engine(p.scheduler, p.processes)
-            get_engine = lambda: engine  # noqa: E731
+            get_engine = lambda images: engine  # noqa: E731
         else:
             engine, get_engine = None, b._get_engine
         try:

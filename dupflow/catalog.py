@@ -56,7 +56,8 @@ class CatalogRef:
         final = f"{base}/{folder}/{name}"
         temporary = f"{base}/{folder}/.tmp-{name}"
         with fs.open(temporary, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd", row_group_size=ROW_GROUP)
+            pq.write_table(table, handle, compression="zstd", row_group_size=ROW_GROUP,
+                           write_page_checksum=True)
         fs.mv(temporary, final)
         return name
 
@@ -72,7 +73,7 @@ class CatalogRef:
         fs, base = self.fs()
         rows = np.asarray(rows, dtype=np.int64)
         with fs.open(f"{base}/shards/{shard}", "rb") as handle:
-            parquet = pq.ParquetFile(handle)
+            parquet = pq.ParquetFile(handle, page_checksum_verification=True)
             sizes = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
             starts = np.concatenate([[0], np.cumsum(sizes)])
             if rows.size and (rows.min() < 0 or rows.max() >= starts[-1]):
@@ -88,6 +89,19 @@ class CatalogRef:
         offsets = np.concatenate([[0], np.cumsum([sizes[g] for g in groups])])
         which = np.searchsorted(read_starts, rows, side="right") - 1
         return data[offsets[which] + rows - read_starts[which]]
+
+    def check_shard(self, shard: str, rows: list[int], urls: list[str], d: int) -> bool:
+        """True if the shard exists, every page passes its checksum, and it has these urls at these rows."""
+        fs, base = self.fs()
+        try:
+            with fs.open(f"{base}/shards/{shard}", "rb") as handle:
+                parquet = pq.ParquetFile(handle, page_checksum_verification=True)
+                if parquet.schema_arrow.field("tensor").type != pa.binary(d):
+                    return False
+                stored = parquet.read(columns=["url", "tensor"]).column("url").to_pylist()  # checks every page
+        except Exception:  # unreadable for any reason: not to be trusted
+            return False
+        return all(0 <= r < len(stored) and stored[r] == u for r, u in zip(rows, urls))
 
     def write_index(self, table: pa.Table) -> str:
         """Record one run's rows; written after its shards, so every indexed shard exists."""

@@ -33,10 +33,17 @@ def _workers_skip_main() -> Iterator[None]:
             setattr(main, key, value)
 
 
-class Engine:
-    """A distributed Client plus whether dupflow owns (and must close) it and its cluster."""
+PROCESS_MIN_IMAGES = 2000   # below this, local workers are threads: no process start-up to pay for
 
-    def __init__(self, scheduler: Any = None, processes: int = 1):
+
+class Engine:
+    """A distributed Client plus whether dupflow owns (and must close) it and its cluster.
+
+    With no scheduler, a local cluster is started: worker processes for big jobs, and for small ones
+    threads in this process (Pillow and BLAS release the GIL, and start-up is near zero).
+    """
+
+    def __init__(self, scheduler: Any = None, processes: int = 1, images: int = PROCESS_MIN_IMAGES):
         from distributed import Client, LocalCluster
         self._cluster = None
         self._lock = threading.Lock()
@@ -48,14 +55,19 @@ class Engine:
             with _workers_skip_main(), warnings.catch_warnings():
                 # the scheduler's health endpoint moves off a busy port 8787 by itself
                 warnings.filterwarnings("ignore", message="Port .* is already in use")
-                self._cluster = LocalCluster(n_workers=processes, threads_per_worker=1, processes=True,
-                                             dashboard_address=None, silence_logs=logging.ERROR)
-            self.client, self.owned, self.kind = Client(self._cluster), True, "local"
+                use_processes = images >= PROCESS_MIN_IMAGES
+                self._cluster = LocalCluster(n_workers=processes if use_processes else 1,
+                                             threads_per_worker=1 if use_processes else processes,
+                                             processes=use_processes, dashboard_address=None,
+                                             silence_logs=logging.ERROR)
+            self.client, self.owned = Client(self._cluster), True
+            self.kind = "local processes" if use_processes else "local threads"
 
     @property
     def workers(self) -> int:
-        """Number of workers now connected (at least 1, for sizing partitions)."""
-        return max(1, len(self.client.scheduler_info(n_workers=-1).get("workers", {})))
+        """Worker threads now connected (at least 1, for sizing partitions)."""
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {}).values()
+        return max(1, sum(w.get("nthreads", 1) for w in workers))
 
     @property
     def closed(self) -> bool:
@@ -63,7 +75,7 @@ class Engine:
 
     def describe(self) -> dict:
         """What stats report about the cluster (no addresses, which can carry credentials)."""
-        return {"kind": self.kind, "workers": self.workers}
+        return {"kind": self.kind, "threads": self.workers}
 
     def run(self, tasks: Iterable, desc: str, show_progress: bool) -> list:
         """Compute Dask delayed objects on the cluster, in order, with an optional progress bar."""

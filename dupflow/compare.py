@@ -161,7 +161,7 @@ def _block_tasks(catalog: CatalogRef, decoded: Decoded, members: np.ndarray, px:
 
 
 def find_edges(catalog: CatalogRef, decoded: Decoded, member_sets: list[np.ndarray], px: int, rotate: bool,
-               same_dim: bool, threshold: float, chunksize: int | None, engine: Callable[[], Engine],
+               same_dim: bool, threshold: float, chunksize: int | None, engine: Callable[[int], Engine],
                show_progress: bool) -> list[Edges]:
     """Every matching pair within each member set, as (i, j, S) arrays per set."""
     limit = kernels.match_limit(threshold, 3 * px * px)
@@ -171,7 +171,8 @@ def find_edges(catalog: CatalogRef, decoded: Decoded, member_sets: list[np.ndarr
     else:
         per_set = [_block_tasks(catalog, decoded, m, px, rotate, same_dim, limit, size) for m in member_sets]
     flat = [task for tasks in per_set for task in tasks]
-    results = engine().run(flat, "dupflow comparing", show_progress) if flat else []
+    images = sum(len(m) for m in member_sets)
+    results = engine(images).run(flat, "dupflow comparing", show_progress) if flat else []
     out, start = [], 0
     for tasks in per_set:
         chunk = results[start:start + len(tasks)]

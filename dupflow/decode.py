@@ -16,7 +16,9 @@ def decode_image(data: bytes, px_size: int, mode: str = "exact") -> tuple[np.nda
     `mode="fast"` lets JPEG decode at a reduced DCT scale first (much less work, tensor close to exact).
     """
     with warnings.catch_warnings():
-        # Pillow only warns between 1x and 2x its pixel limit; difPy refuses those too.
+        # Other Pillow warnings are harmless, even where the process turns warnings into errors (-W error);
+        # Pillow only warns between 1x and 2x its pixel limit, and difPy refuses those too.
+        warnings.simplefilter("ignore")
         warnings.simplefilter("error", Image.DecompressionBombWarning)
         img = Image.open(io.BytesIO(data))
         width, height = img.size

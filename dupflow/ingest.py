@@ -14,7 +14,7 @@ import pyarrow as pa
 from .catalog import INDEX_SCHEMA, CatalogRef
 from .cluster import Engine
 from .decode import decode_image, error_message
-from .sources import Listing, filesystem
+from .sources import Listing, filesystem, under_roots
 
 log = logging.getLogger("dupflow")
 
@@ -35,24 +35,27 @@ class Decoded:
     sums: np.ndarray                  # per-channel sums of the tensor (n x 3 int64)
     decoded: int
     reused: int
+    removed: int
 
 
 def _read_batch(urls: list[str], storage_options: dict) -> dict[str, bytes | BaseException]:
-    """Fetch several files in one round (concurrently on async filesystems such as s3fs)."""
+    """Fetch several files in one round (concurrently on async filesystems such as s3fs).
+
+    cat_ranges takes paths literally: a name like `a[1].png` is a file, not a glob pattern.
+    """
     by_fs: dict[int, tuple] = {}
     for url in urls:
         fs, path = filesystem(url, storage_options)
-        by_fs.setdefault(id(fs), (fs, {}))[1][path] = url
+        by_fs.setdefault(id(fs), (fs, []))[1].append((path, url))
     out: dict[str, bytes | BaseException] = {}
-    for fs, paths in by_fs.values():
+    for fs, items in by_fs.values():
+        paths = [path for path, _ in items]
         try:
-            got = fs.cat(list(paths), on_error="return")
+            got = fs.cat_ranges(paths, None, None, on_error="return")
         except Exception as exc:  # the whole round failed: report it on each file
-            got = {path: exc for path in paths}
-        if not isinstance(got, dict):
-            got = {next(iter(paths)): got}
-        for path, url in paths.items():
-            out[url] = got.get(path, FileNotFoundError(f"No such file: {url}"))
+            got = [exc] * len(paths)
+        for (_, url), data in zip(items, got):
+            out[url] = data
     return out
 
 
@@ -102,26 +105,53 @@ def summarize(tensor: np.ndarray) -> dict:
 
 
 def _reusable(index: pa.Table, listing: Listing) -> dict[tuple[str, int, str], dict]:
-    """Index rows that match a listed file's (url, size, stamp) exactly."""
+    """Index rows that match a listed file's (url, size, stamp) exactly (files without a stamp never)."""
     if index.num_rows == 0:
         return {}
     wanted = set(zip(listing.url, listing.size, listing.stamp))
+    keys = zip(index.column("url").to_pylist(), index.column("size").to_pylist(), index.column("stamp").to_pylist())
+    hits = [(k, key) for k, key in enumerate(keys) if key in wanted and key[2]]
+    if not hits:
+        return {}
+    rows = index.take([k for k, _ in hits]).to_pylist()
     found: dict[tuple[str, int, str], dict] = {}
-    for row in index.to_pylist():
-        key = (row["url"], row["size"], row["stamp"])
-        if key in wanted and key not in found and row["stamp"]:
-            found[key] = row
+    for (_, key), row in zip(hits, rows):
+        found.setdefault(key, row)
     return found
 
 
+def _drop_untrusted(reuse: dict[tuple[str, int, str], dict], catalog: CatalogRef, px_size: int) -> None:
+    """Forget reused rows whose shard is missing, damaged or not what the index says: they decode again."""
+    by_shard: dict[str, list[tuple[str, int, str]]] = {}
+    for key, row in reuse.items():
+        if row["shard"] is not None:
+            by_shard.setdefault(row["shard"], []).append(key)
+    for shard, keys in by_shard.items():
+        rows = [reuse[key]["row"] for key in keys]
+        if not catalog.check_shard(shard, rows, [key[0] for key in keys], 3 * px_size * px_size):
+            log.warning("catalog shard %s is missing, damaged or foreign: its %d images are decoded again",
+                        shard, len(keys))
+            for key in keys:
+                del reuse[key]
+
+
+def _removed(index: pa.Table, listing: Listing) -> int:
+    """Files the catalog saw under the searched inputs that are no longer listed."""
+    listed = set(listing.url)
+    gone = {url for url in set(index.column("url").to_pylist()) - listed if under_roots(url, listing.roots)}
+    return len(gone)
+
+
 def ingest(listing: Listing, catalog: CatalogRef, storage_options: dict, px_size: int, mode: str,
-           engine: Callable[[], Engine], show_progress: bool) -> Decoded:
+           engine: Callable[[int], Engine], show_progress: bool) -> Decoded:
     """Make sure every listed file has a catalog row; decode only what is new or changed."""
-    reuse = _reusable(catalog.read_index(), listing)
+    index = catalog.read_index()
+    reuse = _reusable(index, listing)
+    _drop_untrusted(reuse, catalog, px_size)
     todo = [(u, s, t) for u, s, t in zip(listing.url, listing.size, listing.stamp) if (u, s, t) not in reuse]
     fresh: dict[str, dict] = {}
     if todo:
-        cluster = engine()
+        cluster = engine(len(todo))
         parts = max(math.ceil(len(todo) / SHARD_FILES), min(len(todo), 4 * cluster.workers))
         bag = db.from_sequence(todo, npartitions=parts).map_partitions(
             _decode_partition, catalog, storage_options, px_size, mode)
@@ -134,7 +164,7 @@ def ingest(listing: Listing, catalog: CatalogRef, storage_options: dict, px_size
     n = len(listing)
     out = Decoded([None] * n, np.full(n, -1, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
                   [None] * n, [None] * n, [None] * n, np.zeros((n, 3), np.int64),
-                  decoded=len(todo), reused=n - len(todo))
+                  decoded=len(todo), reused=n - len(todo), removed=_removed(index, listing))
     for i, key in enumerate(zip(listing.url, listing.size, listing.stamp)):
         row = reuse.get(key) or fresh[key[0]]
         if row["error"] is not None:

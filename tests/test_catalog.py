@@ -1,0 +1,149 @@
+"""The incremental Parquet catalog: reuse, invalidation, crash safety, damage and concurrent runs."""
+from __future__ import annotations
+
+import glob
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import numpy as np
+
+import dupflow
+from imagegen import photo, save
+
+
+def _photos(root, n, seed=0):
+    for k in range(n):
+        save(photo(seed * 1000 + k % (n // 2 or 1), 48, 36), f"{root}/p_{k:03d}.png")
+    return str(root)
+
+
+def _build(folder, catalog, client, **kw):
+    return dupflow.build(folder, show_progress=False, scheduler=client, catalog=catalog, **kw)
+
+
+def _figures(dif):
+    ours = dif.stats["dupflow"]["build"]
+    return ours["decoded"], ours["reused"], ours["removed"]
+
+
+def test_rerun_decodes_only_what_changed(tmp_path, client, catalog):
+    folder = _photos(tmp_path / "imgs", 40)
+    first = _build(folder, catalog, client)
+    assert _figures(first) == (40, 0, 0)
+    assert _figures(_build(folder, catalog, client)) == (0, 40, 0)
+    for k in range(10):                                               # 10 new files -> 10 decodes
+        save(photo(500 + k, 48, 36), tmp_path / "imgs" / f"new_{k}.png")
+    assert _figures(_build(folder, catalog, client)) == (10, 40, 0)
+    save(photo(900, 48, 36), tmp_path / "imgs" / "p_000.png")         # changed content and size
+    os.remove(tmp_path / "imgs" / "p_001.png")                        # removed
+    again = _build(folder, catalog, client)
+    assert _figures(again) == (1, 48, 1)
+    found = dupflow.search(again, show_progress=False)
+    everything = set(found.result) | {m for ms in found.result.values() for m, _ in ms}
+    assert f"{folder}/p_001.png" not in everything
+    fresh = dupflow.search(_build(folder, str(tmp_path / "fresh"), client), show_progress=False)
+    assert found.result == fresh.result                               # reuse never changes the answer
+
+
+def test_a_touched_file_is_decoded_again(tmp_path, client, catalog):
+    folder = _photos(tmp_path / "imgs", 4)
+    _build(folder, catalog, client)
+    st = os.stat(tmp_path / "imgs" / "p_002.png")
+    os.utime(tmp_path / "imgs" / "p_002.png", ns=(st.st_atime_ns, st.st_mtime_ns + 10**9))
+    assert _figures(_build(folder, catalog, client)) == (1, 3, 0)
+
+
+def test_incompatible_settings_never_share_rows(tmp_path, client, catalog):
+    folder = _photos(tmp_path / "imgs", 6)
+    _build(folder, catalog, client)
+    assert _figures(_build(folder, catalog, client, px_size=32))[0] == 6
+    assert _figures(_build(folder, catalog, client, decode="fast"))[0] == 6
+    assert _figures(_build(folder, catalog, client, px_size=32))[0] == 0
+    spaces = sorted(os.path.basename(p) for p in glob.glob(f"{catalog}/*"))
+    assert len(spaces) == 3 and all(s.startswith("v1-px") for s in spaces)
+
+
+def _shards(catalog):
+    return sorted(glob.glob(f"{catalog}/*/shards/*.parquet"))
+
+
+def test_damaged_or_foreign_shards_are_rebuilt(tmp_path, client, catalog):
+    folder = _photos(tmp_path / "imgs", 12)
+    reference = dupflow.search(_build(folder, catalog, client), show_progress=False).result
+    shards = _shards(catalog)
+    assert shards
+    with open(shards[0], "r+b") as handle:                            # flip bytes in the middle
+        handle.seek(os.path.getsize(shards[0]) // 2)
+        handle.write(b"\xff" * 64)
+    dif = _build(folder, catalog, client)
+    assert _figures(dif)[0] > 0                                       # the damaged rows were decoded again
+    assert dupflow.search(dif, show_progress=False).result == reference
+    # a foreign shard: another valid Parquet file under the same name
+    other = _photos(tmp_path / "other_imgs", 12, seed=7)
+    _build(other, str(tmp_path / "other"), client)
+    victim = _shards(catalog)[-1]
+    os.replace(_shards(str(tmp_path / "other"))[0], victim)
+    dif = _build(folder, catalog, client)
+    assert _figures(dif)[0] > 0
+    assert dupflow.search(dif, show_progress=False).result == reference
+
+
+def test_a_missing_shard_is_rebuilt(tmp_path, client, catalog):
+    folder = _photos(tmp_path / "imgs", 8)
+    reference = dupflow.search(_build(folder, catalog, client), show_progress=False).result
+    for shard in _shards(catalog):
+        os.remove(shard)
+    dif = _build(folder, catalog, client)
+    assert _figures(dif) == (8, 0, 0)
+    assert dupflow.search(dif, show_progress=False).result == reference
+
+
+SCRIPT = textwrap.dedent("""
+    import sys, dupflow
+    dif = dupflow.build(sys.argv[1], catalog=sys.argv[2], show_progress=False, processes=1)
+    found = dupflow.search(dif, show_progress=False)
+    print("DECODED", dif.stats["dupflow"]["build"]["decoded"], "GROUPS", len(found.result))
+""")
+
+
+def test_a_run_killed_mid_write_leaves_a_usable_catalog(tmp_path, client):
+    folder = _photos(tmp_path / "imgs", 400)
+    catalog = str(tmp_path / "cat")
+    script = tmp_path / "job.py"
+    script.write_text(SCRIPT)
+    job = subprocess.Popen([sys.executable, str(script), folder, catalog], stdout=subprocess.PIPE,
+                           stderr=subprocess.PIPE, start_new_session=True)
+    deadline = time.time() + 60
+    while not _shards(catalog) and time.time() < deadline and job.poll() is None:
+        time.sleep(0.01)
+    os.killpg(job.pid, signal.SIGKILL)                               # the job and its workers, mid-run
+    job.wait()
+    assert b"DECODED" not in job.stdout.read()                        # it really died before finishing
+    dif = _build(folder, catalog, client)
+    decoded, reused, _ = _figures(dif)
+    assert decoded + reused == 400
+    found = dupflow.search(dif, show_progress=False)
+    assert found.result == dupflow.search(_build(folder, str(tmp_path / "fresh"), client),
+                                          show_progress=False).result
+
+
+def test_concurrent_runs_share_one_catalog(tmp_path):
+    folder = _photos(tmp_path / "imgs", 60)
+    catalog = str(tmp_path / "cat")
+    script = tmp_path / "job.py"
+    script.write_text(SCRIPT)
+    env = dict(os.environ)
+    jobs = [subprocess.Popen([sys.executable, str(script), folder, catalog], stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    outs = [job.communicate(timeout=180) for job in jobs]
+    assert all(job.returncode == 0 for job in jobs), [o[1][-1500:] for o in outs]
+    groups = {line.split()[-1] for out, _ in outs for line in out.splitlines() if line.startswith("DECODED")}
+    assert groups == {"30"}
+    third = subprocess.run([sys.executable, str(script), folder, catalog], capture_output=True, text=True,
+                           timeout=180)
+    assert "DECODED 0 GROUPS 30" in third.stdout, third.stderr[-1500:]
+    assert not glob.glob(f"{catalog}/*/*/.tmp-*")                     # no half-written files left behind
