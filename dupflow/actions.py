@@ -24,8 +24,8 @@ class Removal:
     size: int
     stamp: str
     primary_url: str
-    primary_size: int | None = None     # the primary as scanned; None: only check that it still exists
-    primary_stamp: str | None = None
+    primary_size: int
+    primary_stamp: str
 
 
 def journal_dir() -> str:
@@ -88,7 +88,7 @@ def safe_to_remove(item: Removal, roots: list[str], primaries: set[str], storage
     primary_now = current_state(item.primary_url, storage_options)
     if primary_now is None:
         return "its primary no longer exists"
-    if item.primary_size is not None and primary_now != (item.primary_size, item.primary_stamp):
+    if primary_now != (item.primary_size, item.primary_stamp):
         return "its primary changed since the scan"
     if _same_file(item.url, item.primary_url):
         return "it is the same file as its primary (a link)"

@@ -146,8 +146,9 @@ class search:
         by_path = {}
         for primary, taken in self._groups:
             for m, _ in taken:
-                by_path.setdefault(listing.path[m], Removal(listing.path[m], listing.url[m], listing.size[m],
-                                                            listing.stamp[m], listing.url[primary]))
+                by_path.setdefault(listing.path[m], Removal(
+                    listing.path[m], listing.url[m], listing.size[m], listing.stamp[m],
+                    listing.url[primary], listing.size[primary], listing.stamp[primary]))
         return [by_path[path] for path in self.lower_quality if path in by_path]
 
     def _primaries(self) -> set[str]:

@@ -18,6 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import PIL
 
+from .kernels import GRID
 from .sources import filesystem
 
 INDEX_SCHEMA = pa.schema([
@@ -27,6 +28,8 @@ INDEX_SCHEMA = pa.schema([
     ("sum_r", pa.int64()), ("sum_g", pa.int64()), ("sum_b", pa.int64()), ("error", pa.string()),
 ])
 ROW_GROUP = 128   # rows per Parquet row group: a few rows can be read without the whole shard
+GRID_DTYPE = np.dtype("<i4")   # block sums of a tensor's coarse grid (see kernels.grid_sums)
+GRID_BYTES = GRID * GRID * 3 * GRID_DTYPE.itemsize
 
 
 def default_root() -> str:
@@ -50,10 +53,23 @@ class CatalogRef:
         return filesystem(self.url, self.storage_options)
 
     def _write_atomic(self, folder: str, table: pa.Table) -> str:
+        """Write a new Parquet file that readers see whole or not at all; returns its name.
+
+        Object stores (S3, GCS, Azure, memory) publish an object only when its PUT completes, so the final
+        key is written directly (a temp + mv there would be a full copy and a delete). Elsewhere: a
+        temporary name, then a rename.
+        """
         fs, base = self.fs()
         name = f"{uuid.uuid4().hex}.parquet"
-        fs.makedirs(f"{base}/{folder}", exist_ok=True)
         final = f"{base}/{folder}/{name}"
+        object_stores = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss", "memory"}
+        protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+        if protocols & object_stores:
+            sink = pa.BufferOutputStream()   # whole in memory: one PUT (or one multipart upload) of it
+            pq.write_table(table, sink, compression="zstd", row_group_size=ROW_GROUP, write_page_checksum=True)
+            fs.pipe_file(final, sink.getvalue().to_pybytes())
+            return name
+        fs.makedirs(f"{base}/{folder}", exist_ok=True)
         temporary = f"{base}/{folder}/.tmp-{name}"
         with fs.open(temporary, "wb") as handle:
             pq.write_table(table, handle, compression="zstd", row_group_size=ROW_GROUP,
@@ -61,15 +77,15 @@ class CatalogRef:
         fs.mv(temporary, final)
         return name
 
-    def write_shard(self, urls: list[str], tensors: np.ndarray) -> str:
-        """Store decoded tensors (n x d uint8) as one new shard; returns its name."""
-        d = tensors.shape[1]
-        column = pa.FixedSizeBinaryArray.from_buffers(pa.binary(d), len(urls),
-                                                      [None, pa.py_buffer(np.ascontiguousarray(tensors))])
-        return self._write_atomic("shards", pa.table({"url": pa.array(urls, pa.string()), "tensor": column}))
+    def write_shard(self, urls: list[str], tensors: np.ndarray, grids: np.ndarray) -> str:
+        """Store decoded tensors (n x d uint8) and their block-sum grids as one new shard; returns its name."""
+        table = pa.table({"url": pa.array(urls, pa.string()),
+                          "tensor": _fixed(tensors.reshape(len(urls), -1)),
+                          "grid": _fixed(grids.astype(GRID_DTYPE).reshape(len(urls), -1))})
+        return self._write_atomic("shards", table)
 
-    def read_tensors(self, shard: str, rows: np.ndarray) -> np.ndarray:
-        """The tensors of the given rows of a shard (n x d uint8), reading only their row groups."""
+    def read_rows(self, shard: str, rows: np.ndarray, column: str = "tensor") -> np.ndarray:
+        """One column's values for the given rows of a shard, as (n x bytes) uint8, reading only their row groups."""
         fs, base = self.fs()
         rows = np.asarray(rows, dtype=np.int64)
         with fs.open(f"{base}/shards/{shard}", "rb") as handle:
@@ -79,11 +95,8 @@ class CatalogRef:
             if rows.size and (rows.min() < 0 or rows.max() >= starts[-1]):
                 raise CatalogError(f"shard {shard} has {starts[-1]} rows; row {rows.max()} was asked for")
             groups = np.unique(np.searchsorted(starts, rows, side="right") - 1)
-            table = parquet.read_row_groups(groups.tolist(), columns=["tensor"])
-        column = table.column("tensor").combine_chunks()
-        d = column.type.byte_width
-        data = np.frombuffer(column.buffers()[1], dtype=np.uint8, count=len(column) * d,
-                             offset=column.offset * d).reshape(len(column), d)
+            table = parquet.read_row_groups(groups.tolist(), columns=[column])
+        data = _unfixed(table.column(column).combine_chunks())
         # position of each wanted row within the row groups that were read
         read_starts = starts[groups]
         offsets = np.concatenate([[0], np.cumsum([sizes[g] for g in groups])])
@@ -96,7 +109,8 @@ class CatalogRef:
         try:
             with fs.open(f"{base}/shards/{shard}", "rb") as handle:
                 parquet = pq.ParquetFile(handle, page_checksum_verification=True)
-                if parquet.schema_arrow.field("tensor").type != pa.binary(d):
+                schema = parquet.schema_arrow
+                if schema.field("tensor").type != pa.binary(d) or schema.field("grid").type != pa.binary(GRID_BYTES):
                     return False
                 stored = parquet.read(columns=["url", "tensor"]).column("url").to_pylist()  # checks every page
         except Exception:  # unreadable for any reason: not to be trusted
@@ -124,6 +138,20 @@ class CatalogRef:
             except Exception:  # a foreign or damaged index file is ignored, never trusted
                 continue
         return pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
+
+
+def _fixed(values: np.ndarray) -> pa.FixedSizeBinaryArray:
+    """Rows of a 2-d array as a fixed-size binary column (zero copy)."""
+    raw = np.ascontiguousarray(values)
+    width = raw.shape[1] * raw.itemsize
+    return pa.FixedSizeBinaryArray.from_buffers(pa.binary(width), len(raw), [None, pa.py_buffer(raw)])
+
+
+def _unfixed(column: pa.FixedSizeBinaryArray) -> np.ndarray:
+    """A fixed-size binary column as an (n x width) uint8 array (zero copy)."""
+    width = column.type.byte_width
+    return np.frombuffer(column.buffers()[1], dtype=np.uint8, count=len(column) * width,
+                         offset=column.offset * width).reshape(len(column), width)
 
 
 class CatalogError(RuntimeError):

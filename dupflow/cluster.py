@@ -52,9 +52,9 @@ class Engine:
         elif isinstance(scheduler, str):
             self.client, self.owned, self.kind = Client(scheduler), True, "address"
         else:
-            with _workers_skip_main(), warnings.catch_warnings():
-                # the scheduler's health endpoint moves off a busy port 8787 by itself
-                warnings.filterwarnings("ignore", message="Port .* is already in use")
+            # the scheduler's health endpoint moves off a busy port 8787 by itself: nothing to warn about
+            warnings.filterwarnings("ignore", message="Port .* is already in use")
+            with _workers_skip_main():
                 use_processes = images >= PROCESS_MIN_IMAGES
                 self._cluster = LocalCluster(n_workers=processes if use_processes else 1,
                                              threads_per_worker=1 if use_processes else processes,

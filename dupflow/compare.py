@@ -15,7 +15,7 @@ import numpy as np
 from dask import delayed
 
 from . import kernels
-from .catalog import CatalogRef
+from .catalog import GRID_DTYPE, CatalogRef
 from .cluster import Engine
 from .ingest import Decoded
 
@@ -27,9 +27,14 @@ Edges = tuple[np.ndarray, np.ndarray, np.ndarray]
 
 @dataclass(frozen=True)
 class Rows:
-    """Where some images' tensors live: file-table positions and, per shard, (rows, places in the block)."""
+    """Where some images' tensors live: their file-table positions, shard (by index) and row."""
     members: np.ndarray
-    segments: tuple[tuple[str, np.ndarray, np.ndarray], ...]
+    shards: tuple[str, ...]
+    shard: np.ndarray
+    row: np.ndarray
+
+    def subset(self, picks: np.ndarray) -> "Rows":
+        return Rows(self.members[picks], self.shards, self.shard[picks], self.row[picks])
 
 
 def block_size(px_size: int, chunksize: int | None) -> int:
@@ -40,26 +45,30 @@ def block_size(px_size: int, chunksize: int | None) -> int:
 
 
 def _rows(decoded: Decoded, positions: list[int]) -> Rows:
-    """Address the given positions, grouped by shard so that each shard is opened once."""
-    by_shard: dict[str, tuple[list[int], list[int]]] = defaultdict(lambda: ([], []))
-    for place, position in enumerate(positions):
-        rows, places = by_shard[decoded.shard[position]]
-        rows.append(int(decoded.row[position]))
-        places.append(place)
-    return Rows(np.array(positions, dtype=np.int64),
-                tuple((shard, np.array(rows, dtype=np.int64), np.array(places, dtype=np.int64))
-                      for shard, (rows, places) in by_shard.items()))
+    """Address the given positions in the catalog."""
+    names: dict[str, int] = {}
+    shard = np.array([names.setdefault(decoded.shard[p], len(names)) for p in positions], dtype=np.int64)
+    return Rows(np.array(positions, dtype=np.int64), tuple(names), shard,
+                decoded.row[np.array(positions, dtype=np.int64)])
 
 
-def _load(catalog: CatalogRef, rows: Rows) -> np.ndarray:
-    """Read tensors on a worker, in the order of rows.members (never through the client or scheduler)."""
+def _load(catalog: CatalogRef, rows: Rows, column: str = "tensor") -> np.ndarray:
+    """Read one column for these rows on a worker, each shard opened once (never through the client)."""
     out = None
-    for shard, shard_rows, places in rows.segments:
-        tensors = catalog.read_tensors(shard, shard_rows)
+    for k in np.unique(rows.shard):
+        places = np.nonzero(rows.shard == k)[0]
+        values = catalog.read_rows(rows.shards[k], rows.row[places], column)
         if out is None:
-            out = np.empty((len(rows.members), tensors.shape[1]), dtype=np.uint8)
-        out[places] = tensors
-    return out
+            out = np.empty((len(rows.members), values.shape[1]), dtype=np.uint8)
+        out[places] = values
+    return out if out is not None else np.empty((0, 0), dtype=np.uint8)
+
+
+def _load_grids(catalog: CatalogRef, rows: Rows, px: int) -> np.ndarray:
+    """The block-sum grids of these rows, as (n, GRID, GRID, 3) float64."""
+    raw = _load(catalog, rows, "grid").view(GRID_DTYPE)
+    g = kernels.GRID
+    return raw.reshape(len(rows.members), g, g, 3).astype(np.float64)
 
 
 # ---- threshold 0: hash join -------------------------------------------------------------------
@@ -129,10 +138,25 @@ def _class_edges(results: list[list[list[int]]]) -> Edges:
 
 # ---- threshold > 0: block pairs ---------------------------------------------------------------
 
-def _compare(a: np.ndarray, b: np.ndarray, rows_a: Rows, rows_b: Rows, dims_a: np.ndarray | None,
-             dims_b: np.ndarray | None, px: int, rotate: bool, limit: float, same: bool) -> Edges:
-    i, j, sums = kernels.pruned_matches(a, b, px, rotate, limit, dims_a, dims_b, upper=same)
-    return rows_a.members[i], rows_b.members[j], sums
+def _compare(grids_a: np.ndarray, grids_b: np.ndarray, rows_a: Rows, rows_b: Rows, catalog: CatalogRef,
+             dims_a: np.ndarray | None, dims_b: np.ndarray | None, px: int, rotate: bool, limit: float,
+             same: bool) -> Edges:
+    """One block pair: bounds on the grids first, then tensors only for the pairs still in doubt."""
+    found = kernels.candidates(grids_a, grids_b, px, rotate, limit, dims_a, dims_b, upper=same)
+    if found is None:       # most pairs survive the bounds: full matrix products are cheaper
+        a = _load(catalog, rows_a)
+        b = a if same else _load(catalog, rows_b)
+        mask = kernels.same_dim_mask(dims_a, dims_b) if dims_a is not None else None
+        i, j, sums = kernels.block_matches(a, b, px, rotate, limit, mask, upper=same)
+        return rows_a.members[i], rows_b.members[j], sums
+    i, j, alive = found
+    if not len(i):
+        return kernels.no_matches()
+    pick_a, i = np.unique(i, return_inverse=True)
+    pick_b, j = np.unique(j, return_inverse=True)
+    a, b = _load(catalog, rows_a.subset(pick_a)), _load(catalog, rows_b.subset(pick_b))
+    i, j, sums = kernels.exact_matches(a, b, px, limit, i, j, alive)
+    return rows_a.members[pick_a[i]], rows_b.members[pick_b[j]], sums
 
 
 def _block_tasks(catalog: CatalogRef, decoded: Decoded, members: np.ndarray, px: int, rotate: bool,
@@ -146,7 +170,7 @@ def _block_tasks(catalog: CatalogRef, decoded: Decoded, members: np.ndarray, px:
     radius = math.sqrt(limit / d) * (1 + 1e-9) + 1e-6
     dims = np.sort(np.stack([decoded.width, decoded.height], axis=1), axis=1)
     shapes = [set(map(tuple, dims[b.members].tolist())) for b in blocks]
-    loads = [delayed(_load, pure=True)(catalog, b) for b in blocks]
+    grids = [delayed(_load_grids, pure=True)(catalog, b, px) for b in blocks]
     tasks = []
     for x, bx in enumerate(blocks):
         for y in range(x, len(blocks)):
@@ -155,7 +179,7 @@ def _block_tasks(catalog: CatalogRef, decoded: Decoded, members: np.ndarray, px:
             if gap > radius or (same_dim and not shapes[x] & shapes[y]):
                 continue
             tasks.append(delayed(_compare, pure=True)(
-                loads[x], loads[y], bx, by, dims[bx.members] if same_dim else None,
+                grids[x], grids[y], bx, by, catalog, dims[bx.members] if same_dim else None,
                 dims[by.members] if same_dim else None, px, rotate, limit, x == y))
     return tasks
 

@@ -11,6 +11,7 @@ import dask.bag as db
 import numpy as np
 import pyarrow as pa
 
+from . import kernels
 from .catalog import INDEX_SCHEMA, CatalogRef
 from .cluster import Engine
 from .decode import decode_image, error_message
@@ -39,15 +40,21 @@ class Decoded:
 
 
 def _read_batch(urls: list[str], storage_options: dict) -> dict[str, bytes | BaseException]:
-    """Fetch several files in one round (concurrently on async filesystems such as s3fs).
+    """Fetch several files in one round: one `cat_ranges` call per filesystem, which async filesystems
+    (s3fs, gcsfs, ...) run concurrently. Each file gets its bytes or its own error; one bad file, or
+    one filesystem that cannot be opened, never fails the others.
 
     cat_ranges takes paths literally: a name like `a[1].png` is a file, not a glob pattern.
     """
     by_fs: dict[int, tuple] = {}
-    for url in urls:
-        fs, path = filesystem(url, storage_options)
-        by_fs.setdefault(id(fs), (fs, []))[1].append((path, url))
     out: dict[str, bytes | BaseException] = {}
+    for url in urls:
+        try:
+            fs, path = filesystem(url, storage_options)
+        except Exception as exc:  # unknown protocol, missing driver, bad options: this file's error
+            out[url] = exc
+            continue
+        by_fs.setdefault(id(fs), (fs, []))[1].append((path, url))
     for fs, items in by_fs.values():
         paths = [path for path, _ in items]
         try:
@@ -55,8 +62,16 @@ def _read_batch(urls: list[str], storage_options: dict) -> dict[str, bytes | Bas
         except Exception as exc:  # the whole round failed: report it on each file
             got = [exc] * len(paths)
         for (_, url), data in zip(items, got):
-            out[url] = data
+            out[url] = _missing(url) if isinstance(data, FileNotFoundError) else data
     return out
+
+
+def _missing(url: str) -> FileNotFoundError:
+    """A clear reason for a listed file that cannot be found when read (drivers often give the bare path)."""
+    if url.startswith("memory://"):
+        return FileNotFoundError("File not found by the Dask worker: memory:// files exist only in the process "
+                                 "that wrote them (use a threaded scheduler, or real storage)")
+    return FileNotFoundError("File not found: deleted or moved after it was listed")
 
 
 def _decode_partition(items: list[tuple[str, int, str]], catalog: CatalogRef, storage_options: dict,
@@ -86,7 +101,9 @@ def _decode_partition(items: list[tuple[str, int, str]], catalog: CatalogRef, st
                     ok_urls.append(url)
             rows.append(row)
     if tensors:
-        shard = catalog.write_shard(ok_urls, np.stack(tensors))
+        block = np.stack(tensors)
+        grids = kernels.grid_sums(block, px_size, kernels.grid_edges(px_size))
+        shard = catalog.write_shard(ok_urls, block, grids)
         for row in rows:
             if row["row"] is not None:
                 row["shard"] = shard

@@ -94,11 +94,6 @@ def grid_sums(block: np.ndarray, px: int, edges: np.ndarray) -> np.ndarray:
     return np.add.reduceat(rows, edges[:-1], axis=2, dtype=np.int64).astype(np.float64)
 
 
-def channel_sums(block: np.ndarray) -> np.ndarray:
-    """Per-channel sums of each tensor: (n, 3) float64 (exact integers)."""
-    return block.reshape(len(block), -1, 3).sum(axis=1, dtype=np.int64).astype(np.float64)
-
-
 def window_pairs(mean_a: np.ndarray, mean_b: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
     """All (i, j) with |mean_a[i] - mean_b[j]| <= radius, found by sorting (no n x m work)."""
     order_a, order_b = np.argsort(mean_a, kind="stable"), np.argsort(mean_b, kind="stable")
@@ -122,52 +117,71 @@ def _exact_sums(a: np.ndarray, turned: np.ndarray, i: np.ndarray, j: np.ndarray)
     return out
 
 
-def pruned_matches(a: np.ndarray, b: np.ndarray, px: int, rotate: bool, limit: float,
-                   dims_a: np.ndarray | None = None, dims_b: np.ndarray | None = None,
-                   upper: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Same answer as block_matches, but lower bounds discard pairs before any full comparison.
+def candidates(grid_a: np.ndarray, grid_b: np.ndarray, px: int, rotate: bool, limit: float,
+               dims_a: np.ndarray | None = None, dims_b: np.ndarray | None = None,
+               upper: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """Pairs (i, j) and the turns (n_pairs x n_turns bool) that no lower bound rules out.
 
-    Bounds, each never above the true sum S (averaging never increases a squared error):
-    mean brightness d*(mean_a - mean_b)^2, per-channel sums, and a GRID x GRID block-sum grid per turn.
+    Works on block-sum grids alone (see grid_sums), never on tensors. Bounds, each never above the
+    true sum S (averaging never increases a squared error): mean brightness d*(mean_a - mean_b)^2,
+    per-channel sums, then the GRID x GRID grid for each turn. Returns None when so many pairs survive
+    that one matrix product per turn is cheaper (block_matches).
     """
-    d = a.shape[1]
-    mask = same_dim_mask(dims_a, dims_b) if dims_a is not None else None
+    d = 3 * px * px
     if math.isinf(limit) or limit >= d * 255 * 255:
-        return block_matches(a, b, px, rotate, limit, mask, upper)
-    ca, cb = channel_sums(a), channel_sums(b)
+        return None
+    ca, cb = grid_a.sum(axis=(1, 2)), grid_b.sum(axis=(1, 2))
     radius = math.sqrt(_slack(limit) / d) + 1e-9
     i, j = window_pairs(ca.sum(axis=1) / d, cb.sum(axis=1) / d, radius)
     keep = i < j if upper else np.ones(len(i), dtype=bool)
     if dims_a is not None:
         keep &= (dims_a[i] == dims_b[j]).all(axis=1)
     i, j = i[keep], j[keep]
-    if len(i) > DENSE_FRACTION * len(a) * len(b):
-        return block_matches(a, b, px, rotate, limit, mask, upper)
+    if len(i) > DENSE_FRACTION * len(grid_a) * len(grid_b):
+        return None
     px2 = float(px * px)
     keep = np.empty(len(i), dtype=bool)
     for start in range(0, len(i), PAIR_CHUNK):
         sl = slice(start, start + PAIR_CHUNK)
         keep[sl] = ((ca[i[sl]] - cb[j[sl]]) ** 2).sum(axis=1) / px2 <= _slack(limit)
     i, j = i[keep], j[keep]
-    if not len(i):
-        return no_matches()
-    edges = grid_edges(px)
-    sizes = np.diff(edges).astype(np.float64)
+    sizes = np.diff(grid_edges(px)).astype(np.float64)
     weights = (sizes[:, None] * sizes[None, :])[None, :, :, None]
-    ga, gb = grid_sums(a, px, edges), grid_sums(b, px, edges)
-    best = np.full(len(i), np.inf)
-    for k, turned in enumerate(rotations(b, px, rotate)):
-        gbk = np.rot90(gb, k, axes=(1, 2))
-        alive = np.empty(len(i), dtype=bool)
+    turns = 4 if rotate else 1
+    alive = np.empty((len(i), turns), dtype=bool)
+    for k in range(turns):
+        gbk = np.rot90(grid_b, k, axes=(1, 2))
         for start in range(0, len(i), PAIR_CHUNK):
             sl = slice(start, start + PAIR_CHUNK)
-            bound = ((ga[i[sl]] - gbk[j[sl]]) ** 2 / weights).sum(axis=(1, 2, 3))
-            alive[sl] = bound <= _slack(limit)
-        idx = np.nonzero(alive)[0]
+            bound = ((grid_a[i[sl]] - gbk[j[sl]]) ** 2 / weights).sum(axis=(1, 2, 3))
+            alive[sl, k] = bound <= _slack(limit)
+    keep = alive.any(axis=1)
+    return i[keep], j[keep], alive[keep]
+
+
+def exact_matches(a: np.ndarray, b: np.ndarray, px: int, limit: float, i: np.ndarray, j: np.ndarray,
+                  alive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact S = min over the live turns of sum((a[i] - turn(b[j]))^2); keep the pairs within the limit."""
+    best = np.full(len(i), np.inf)
+    for k, turned in enumerate(rotations(b, px, alive.shape[1] > 1)):
+        idx = np.nonzero(alive[:, k])[0]
         if len(idx):
             best[idx] = np.minimum(best[idx], _exact_sums(a, turned, i[idx], j[idx]))
     hit = best <= limit
     return i[hit], j[hit], best[hit]
+
+
+def pruned_matches(a: np.ndarray, b: np.ndarray, px: int, rotate: bool, limit: float,
+                   dims_a: np.ndarray | None = None, dims_b: np.ndarray | None = None,
+                   upper: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Same answer as block_matches, with lower bounds discarding pairs before any full comparison."""
+    edges = grid_edges(px)
+    found = candidates(grid_sums(a, px, edges), grid_sums(b, px, edges), px, rotate, limit,
+                       dims_a, dims_b, upper)
+    if found is None:
+        mask = same_dim_mask(dims_a, dims_b) if dims_a is not None else None
+        return block_matches(a, b, px, rotate, limit, mask, upper)
+    return exact_matches(a, b, px, limit, *found)
 
 
 def no_matches() -> tuple[np.ndarray, np.ndarray, np.ndarray]:

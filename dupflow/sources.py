@@ -143,32 +143,46 @@ def _list_local(entry: str, recursive: bool, refused: dict[str, str]) -> Iterato
             yield display, url, st.st_size, str(st.st_mtime_ns), None
 
 
+# What says "these bytes changed", best first: GCS `generation` changes exactly when an object's content
+# is replaced (its `etag` also changes with metadata); S3/Azure ETags are content or upload ids;
+# `md5Hash`, then times, for filesystems that have nothing better.
+STAMP_KEYS = ("generation", "ETag", "etag", "md5Hash", "LastModified", "last_modified", "mtime",
+              "updated", "modified", "created")
+
+
 def _remote_stamp(info: dict) -> str:
-    for key in ("ETag", "etag", "generation", "md5Hash", "LastModified", "mtime", "updated", "created"):
+    """The change stamp of an object from its fsspec info/listing entry (both give the same value)."""
+    for key in STAMP_KEYS:
         if info.get(key) is not None:
             return str(info[key]).strip('"')
     return ""
 
 
 def _list_remote(entry: str, recursive: bool, storage_options: dict) -> Iterator[tuple[str, str, int, str, str | None]]:
-    """(display path, url, size, stamp, error) for an fsspec URL: a prefix or a single object."""
+    """(display path, url, size, stamp, error) for an fsspec URL: a prefix or a single object.
+
+    URLs are the input as given plus the object's path below it, so every result key starts with what the
+    user wrote (`memory://mem/a.png`, not `memory:///mem/a.png`) and lies under its input (`under_roots`).
+    """
     fs, root = fsspec.core.url_to_fs(entry, **storage_options)
-    protocol = entry.split("://", 1)[0]
+    fs.invalidate_cache(root)  # a listing cached by an earlier build in this process may be stale
     try:
         info = fs.info(root)
-    except FileNotFoundError:
+    except FileNotFoundError:  # the message names the input only: never a credential or an endpoint
         raise FileNotFoundError(f'Directory "{entry}" does not exist') from None
-    if info.get("type") == "directory":
-        found = fs.find(root, maxdepth=None if recursive else 1, detail=True, withdirs=False)
-        items = sorted(found.items())
-    else:
-        items = [(root, info)]
-    root_parts = root.rstrip("/").count("/") + 1
-    for path, detail in items:
-        relative = path.split("/")[root_parts:]
-        if any(part.startswith(".") for part in relative):
+    if info.get("type") != "directory":
+        yield entry, entry, int(info.get("size") or 0), _remote_stamp(info), None
+        return
+    found = fs.find(root, maxdepth=None if recursive else 1, detail=True, withdirs=False)
+    base = root.rstrip("/")
+    prefix = f"{base}/" if base else ""
+    for path, detail in sorted(found.items()):
+        if not path.startswith(prefix) or path.endswith("/") or detail.get("type") == "directory":
+            continue  # folder marker objects (`photos/sub/`), which some tools create, are not files
+        relative = path[len(prefix):]
+        if not relative or any(part.startswith(".") for part in relative.split("/")):
             continue
-        url = f"{protocol}://{path}"
+        url = f"{entry.rstrip('/')}/{relative}"
         yield url, url, int(detail.get("size") or 0), _remote_stamp(detail), None
 
 
@@ -177,10 +191,13 @@ def _canonical(url: str) -> str:
 
 
 def current_state(url: str, storage_options: dict) -> tuple[int, str] | None:
-    """(size, stamp) of a file now, in the listing's terms; None if it is gone."""
+    """(size, stamp) of a file now, in the listing's terms; None if it is gone.
+
+    Remote objects are asked for afresh (no cached listing), so a replaced object shows its new stamp.
+    """
     try:
-        if "://" not in url:
-            st = os.stat(url)
+        if is_local(url):
+            st = os.stat(url[len("file://"):] if url.startswith("file://") else url)
             return st.st_size, str(st.st_mtime_ns)
         fs, path = filesystem(url, storage_options)
         fs.invalidate_cache(path)

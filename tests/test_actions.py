@@ -1,0 +1,361 @@
+"""move_to, delete and undo on real files: journaled, never overwriting, never losing the last copy."""
+from __future__ import annotations
+
+import builtins
+import json
+import os
+import re
+import uuid
+from datetime import datetime
+
+import numpy as np
+import pytest
+
+import dupflow
+from dupflow import actions
+from dupflow.actions import Journal, Removal, delete_files
+from imagegen import make_photo_set, photo, save
+
+PROMPT = "Are you sure you want to delete all lower quality matched images? \n! This cannot be undone. (y/n)"
+
+
+def tree(root) -> dict[str, bytes]:
+    """Every file under root: {relative path: bytes}."""
+    out = {}
+    for folder, _, files in os.walk(root):
+        for name in files:
+            path = os.path.join(folder, name)
+            with open(path, "rb") as handle:
+                out[os.path.relpath(path, root)] = handle.read()
+    return out
+
+
+def records(journal: str) -> list[dict]:
+    with open(journal, encoding="utf-8") as handle:
+        return [json.loads(line) for line in handle if line.strip()]
+
+
+def copies(root, names, seed=1, w=96, h=72) -> list[str]:
+    """The same photo saved under each name (PNG: identical pixels); returns the paths."""
+    base = photo(seed, w, h)
+    return [save(base, os.path.join(root, name)) for name in names]
+
+
+def test_move_never_overwrites_and_lists_new_paths(run, tmp_path, capsys):
+    d, dest = tmp_path / "d", tmp_path / "dest"
+    primary, low_a, low_b = copies(d, ["z_best.png", "a/img.png", "b/img.png"])
+    other = save(photo(9, 80, 80), d / "other.png")
+    dest.mkdir()
+    (dest / "img.png").write_bytes(b"someone else's file")
+    originals = tree(d)
+
+    _, found = run(str(d))
+    assert found.result == {primary: [[low_a, 0.0], [low_b, 0.0]]}
+    assert found.lower_quality == [low_a, low_b]
+    found.move_to(str(dest))
+
+    # the file already there is untouched; both img.png survive under distinct new names
+    assert (dest / "img.png").read_bytes() == b"someone else's file"
+    moved = sorted(set(os.listdir(dest)) - {"img.png"})
+    assert len(moved) == 2 and all(name.endswith(".png") for name in moved)
+    assert sorted((dest / n).read_bytes() for n in moved) == [originals["a/img.png"], originals["b/img.png"]]
+    assert found.lower_quality == sorted(os.path.join(str(dest), n) for n in moved)
+    assert all(os.path.isfile(p) for p in found.lower_quality)
+    # sources gone, primary and the unrelated image untouched
+    assert not os.path.exists(low_a) and not os.path.exists(low_b)
+    assert open(primary, "rb").read() == originals["z_best.png"]
+    assert open(other, "rb").read() == originals["other.png"]
+    assert found.journal and found.journal in capsys.readouterr().out
+
+    # the journal: header, then source/destination/size/stamp planned before the move, then done
+    recs = records(found.journal)
+    assert recs[0]["journal"] == "dupflow" and recs[0]["action"] == "move"
+    plans = {r["source"]: r for r in recs if r.get("op") == "plan"}
+    assert set(plans) == {os.path.abspath(low_a), os.path.abspath(low_b)}
+    for source, rec in plans.items():
+        rel = os.path.relpath(source, d)
+        assert rec["size"] == len(originals[rel])
+        assert rec["stamp"] and os.path.isfile(rec["destination"])
+        assert os.path.dirname(rec["destination"]) == os.path.abspath(dest)
+    done = [r for r in recs if r.get("op") == "done"]
+    assert {r["source"] for r in done} == set(plans)
+    assert max(recs.index(r) for r in plans.values()) < min(recs.index(r) for r in done)
+
+    # undo puts everything back, never touching the other file in dest
+    assert dupflow.undo(found.journal) == {"restored": 2, "skipped": 0, "not_restorable": 0}
+    assert tree(d) == originals
+    assert tree(dest) == {"img.png": b"someone else's file"}
+    # a second undo has nothing left to restore
+    assert dupflow.undo(found.journal)["restored"] == 0
+    assert tree(d) == originals
+
+
+def test_changed_files_are_skipped_and_untouched(run, tmp_path):
+    d, dest = tmp_path / "d", tmp_path / "dest"
+    primary, resized, touched, same = copies(d, ["z.png", "a.png", "b.png", "c.png"])
+    _, found = run(str(d))
+    assert found.lower_quality == [resized, touched, same]
+
+    save(photo(2, 50, 40), resized)                         # other bytes, other size
+    st = os.stat(touched)
+    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))   # same bytes, new mtime
+    before = {p: (open(p, "rb").read(), os.stat(p).st_mtime_ns) for p in (resized, touched)}
+
+    found.move_to(str(dest))
+    assert os.listdir(dest) == ["c.png"]
+    for path, (data, mtime) in before.items():
+        assert open(path, "rb").read() == data and os.stat(path).st_mtime_ns == mtime
+    assert os.path.exists(primary) and not os.path.exists(same)
+    assert found.lower_quality == sorted([resized, touched, os.path.join(str(dest), "c.png")])
+    skips = {r["source"]: r["reason"] for r in records(found.journal) if r.get("op") == "skip"}
+    assert skips == {os.path.abspath(resized): "it changed since the scan",
+                     os.path.abspath(touched): "it changed since the scan"}
+
+    # delete honours the same rule
+    _, found = run(str(d))
+    assert found.lower_quality == [touched]                 # resized no longer matches; c.png moved away
+    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 9_000_000_000))
+    found.delete(silent_del=True)
+    assert os.path.exists(touched) and os.path.exists(primary)
+
+
+def test_delete_silent_removes_exactly_lower_quality(run, tmp_path, capsys):
+    root = tmp_path / "set"
+    make_photo_set(root)
+    before = tree(root)
+    _, found = run(str(root))
+    low = {os.path.relpath(p, root) for p in found.lower_quality}
+    primaries = {os.path.relpath(p, root) for p in found.result}
+    assert len(low) >= 6 and not low & primaries            # copies, re-saves and rotations were found
+    found.delete(silent_del=True)
+
+    after = tree(root)
+    assert set(after) == set(before) - low                  # exactly lower_quality is gone
+    assert all(after[p] == before[p] for p in after)
+    for key, matches in found.result.items():               # one copy of every group is kept
+        assert os.path.relpath(key, root) in after
+        assert all(os.path.relpath(m, root) not in after for m, _ in matches)
+    assert f"Deleted {len(low)} file(s)" in capsys.readouterr().out
+    recs = records(found.journal)
+    assert recs[0]["action"] == "delete"
+    kept = {r["source"]: r["kept"] for r in recs if r.get("op") == "plan"}
+    assert {os.path.relpath(s, root) for s in kept} == low
+    assert all(os.path.exists(k) for k in kept.values())
+    assert sum(r.get("op") == "done" for r in recs) == len(low)
+    assert dupflow.undo(found.journal) == {"restored": 0, "skipped": 0, "not_restorable": len(low)}
+
+
+@pytest.mark.parametrize("answer, deleted", [("n", False), ("", False), ("yes", False), ("y", True), ("Y", True)])
+def test_delete_asks_first(run, tmp_path, monkeypatch, capsys, answer, deleted):
+    d = tmp_path / "d"
+    primary, low = copies(d, ["b.png", "a.png"])
+    _, found = run(str(d))
+    assert found.lower_quality == [low]
+    prompts = []
+    monkeypatch.setattr(builtins, "input", lambda prompt="": prompts.append(prompt) or answer)
+    found.delete()
+    assert prompts == [PROMPT]
+    assert os.path.exists(low) is not deleted
+    assert os.path.exists(primary)
+    out = capsys.readouterr().out
+    assert ("Deletion canceled." in out) is not deleted
+
+
+def test_nothing_to_delete_or_move_is_not_an_error(run, tmp_path, monkeypatch, capsys):
+    d = tmp_path / "d"
+    save(photo(1), d / "a.png")
+    save(photo(2), d / "b.png")
+    before = tree(d)
+    _, found = run(str(d))
+    assert found.result == {} and found.lower_quality == []
+    monkeypatch.setattr(builtins, "input", lambda prompt="": pytest.fail("must not ask when nothing is to delete"))
+    found.delete()
+    found.delete(silent_del=True)
+    assert "Deleted 0 file(s)" in capsys.readouterr().out
+    found.move_to(str(tmp_path / "q"))
+    assert found.lower_quality == [] and os.listdir(tmp_path / "q") == []
+    assert tree(d) == before
+
+
+def test_invalid_parameters_use_difpy_messages(run, tmp_path):
+    d = tmp_path / "d"
+    primary, low = copies(d, ["b.png", "a.png"])
+    (tmp_path / "file.txt").write_text("x")
+    _, found = run(str(d))
+    for bad in (5, None, b"dest", ["dest"]):
+        with pytest.raises(TypeError, match=re.escape('Invalid value for "move_to" parameter: must be of type STR')):
+            found.move_to(bad)
+    for bad in ("yes", 1, None):
+        with pytest.raises(TypeError, match=re.escape('Invalid value for "silent_del" parameter: must be of type BOOL.')):
+            found.delete(silent_del=bad)
+    target = str(tmp_path / "file.txt")
+    with pytest.raises(ValueError, match=re.escape(f'Invalid value for "move_to" parameter: "{target}" is not a directory.')):
+        found.move_to(target)
+    below = os.path.join(target, "sub")
+    with pytest.raises(ValueError, match=re.escape(f'Invalid value for "move_to" parameter: "{below}" does not exist.')):
+        found.move_to(below)
+    assert os.path.exists(low) and os.path.exists(primary)
+    assert (tmp_path / "file.txt").read_text() == "x"
+    assert found.lower_quality == [low]
+    found.move_to(tmp_path / "as_pathlike")                 # os.PathLike is accepted
+    assert os.listdir(tmp_path / "as_pathlike") == ["a.png"]
+
+
+@pytest.mark.parametrize("in_folder", [False, True])
+def test_overlapping_inputs_never_delete_the_only_copy(run, tmp_path, in_folder):
+    d = tmp_path / "d"
+    only = save(photo(1), d / "a.png")
+    save(photo(2), d / "b.png")
+    _, found = run(str(d), only, in_folder=in_folder)       # the folder and a file inside it
+    assert found.result == {} and found.lower_quality == []
+    assert found.stats["total_files"] == 2
+    found.delete(silent_del=True)
+    assert os.path.exists(only)
+
+    copy = copies(d, ["a_copy.png"], seed=1)[0]             # a real duplicate: exactly one of the two goes
+    _, found = run(str(d), only, in_folder=in_folder)
+    assert len(found.lower_quality) == 1
+    found.delete(silent_del=True)
+    assert os.path.exists(only) != os.path.exists(copy)
+
+
+def test_a_primary_in_one_folder_is_kept_even_when_it_loses_in_another(run, tmp_path):
+    """in_folder with a folder and its sub-folder: x_copy leads the sub-folder's group but loses to y in d."""
+    d = tmp_path / "d"
+    y, x_copy, x = copies(d, ["y.png", "sub/x_copy.png", "sub/x.png"])
+    _, found = run(str(d), str(d / "sub"), in_folder=True)
+    assert found.result == {str(d): {y: [[x, 0.0], [x_copy, 0.0]]}, str(d / "sub"): {x_copy: [[x, 0.0]]}}
+    assert found.lower_quality == [x, x_copy]
+    found.delete(silent_del=True)
+    assert os.path.exists(y) and os.path.exists(x_copy) and not os.path.exists(x)
+    assert [r["reason"] for r in records(found.journal) if r.get("op") == "skip"] == ["it is the primary of a group"]
+
+
+def test_a_link_to_the_primary_is_never_removed(run, tmp_path):
+    d = tmp_path / "d"
+    real = save(photo(1), d / "a.png")
+    os.symlink(real, d / "b_link.png")                      # the same file under two names
+    _, found = run(str(d))
+    assert found.lower_quality and len(found.result) == 1
+    found.delete(silent_del=True)
+    assert os.path.isfile(real) and os.path.islink(d / "b_link.png")
+    assert any(r.get("reason", "").startswith("it is the same file") for r in records(found.journal))
+
+
+def test_matches_of_a_vanished_primary_are_kept(run, tmp_path):
+    d = tmp_path / "d"
+    primary, low_a, low_b = copies(d, ["z.png", "a.png", "b.png"])
+    _, found = run(str(d))
+    assert list(found.result) == [primary]
+    os.remove(primary)
+    found.delete(silent_del=True)
+    assert os.path.exists(low_a) and os.path.exists(low_b)
+    reasons = {r["reason"] for r in records(found.journal) if r.get("op") == "skip"}
+    assert reasons == {"its primary no longer exists"}
+    found.move_to(str(tmp_path / "q"))
+    assert os.path.exists(low_a) and os.path.exists(low_b) and os.listdir(tmp_path / "q") == []
+
+
+def test_changed_primary_guard(tmp_path):
+    """A Removal that carries its primary's scanned size and stamp is kept when the primary changed."""
+    primary, low = copies(tmp_path / "d", ["z.png", "a.png"])
+    st_p, st_l = os.stat(primary), os.stat(low)
+
+    def removal(primary_stamp):
+        return Removal(low, os.path.abspath(low), st_l.st_size, str(st_l.st_mtime_ns), os.path.abspath(primary),
+                       st_p.st_size, primary_stamp)
+
+    roots = ["file://" + str(tmp_path / "d")]
+    count, journal = delete_files([removal("1")], roots, {os.path.abspath(primary)}, {}, str(tmp_path / "j"))
+    assert count == 0 and os.path.exists(low)
+    assert [r["reason"] for r in records(journal) if r.get("op") == "skip"] == ["its primary changed since the scan"]
+    count, _ = delete_files([removal(str(st_p.st_mtime_ns))], roots, {os.path.abspath(primary)}, {},
+                            str(tmp_path / "j"))
+    assert count == 1 and not os.path.exists(low) and os.path.exists(primary)
+
+
+def test_matches_of_a_rewritten_primary_are_kept(run, tmp_path):
+    """Through the public API: a primary overwritten after the scan no longer vouches for its matches."""
+    primary, low = copies(tmp_path / "d", ["z.png", "a.png"])
+    _, found = run(str(tmp_path / "d"))
+    assert found.lower_quality == [low]
+    with open(primary, "ab") as handle:
+        handle.write(b"appended after the scan")
+    found.delete(silent_del=True)
+    assert os.path.exists(low)
+
+
+def test_files_outside_the_roots_are_never_touched(tmp_path):
+    primary, low = copies(tmp_path, ["in/z.png", "out/a.png"])
+    st = os.stat(low)
+    sp = os.stat(primary)
+    item = Removal(low, os.path.abspath(low), st.st_size, str(st.st_mtime_ns), os.path.abspath(primary),
+                   sp.st_size, str(sp.st_mtime_ns))
+    count, _ = delete_files([item], ["file://" + str(tmp_path / "in")], set(), {}, str(tmp_path / "j"))
+    assert count == 0 and os.path.exists(low)
+
+
+def test_move_to_another_filesystem_and_back(run, tmp_path):
+    d = tmp_path / "d"
+    primary, low_a, low_b = copies(d, ["z.png", "a/img.png", "b/img.png"])
+    originals = tree(d)
+    _, found = run(str(d))
+    dest = f"memory://dupflow-test-{uuid.uuid4().hex}/quarantine"
+    found.move_to(dest)
+    assert len(found.lower_quality) == 2 and all(p.startswith(dest + "/") for p in found.lower_quality)
+    assert len(set(found.lower_quality)) == 2
+    import fsspec
+    fs = fsspec.filesystem("memory")
+    assert sorted(fs.cat(p) for p in found.lower_quality) == [originals["a/img.png"], originals["b/img.png"]]
+    assert not os.path.exists(low_a) and not os.path.exists(low_b) and os.path.exists(primary)
+    assert dupflow.undo(found.journal)["restored"] == 2
+    assert tree(d) == originals
+    assert not any(fs.exists(p) for p in found.lower_quality)
+
+
+def test_undo_never_overwrites_and_rejects_other_files(run, tmp_path):
+    d, dest = tmp_path / "d", tmp_path / "dest"
+    primary, low = copies(d, ["z.png", "a.png"])
+    _, found = run(str(d))
+    found.move_to(str(dest))
+    with open(low, "wb") as handle:                           # something new took the old place
+        handle.write(b"new")
+    assert dupflow.undo(found.journal) == {"restored": 0, "skipped": 1, "not_restorable": 0}
+    assert open(low, "rb").read() == b"new" and os.listdir(dest) == ["a.png"]
+
+    for content in (b"not a journal\n", b"\xff\xfe\x00garbage", b"", b'{"journal": "other"}\n'):
+        path = tmp_path / f"bad_{uuid.uuid4().hex}.jsonl"
+        path.write_bytes(content)
+        with pytest.raises(ValueError, match="is not a dupflow journal"):
+            dupflow.undo(str(path))
+
+
+def test_undo_restores_a_move_cut_short_before_it_was_recorded(run, tmp_path):
+    d, dest = tmp_path / "d", tmp_path / "dest"
+    _, low_a, low_b = copies(d, ["z.png", "a.png", "b.png"])
+    originals = tree(d)
+    _, found = run(str(d))
+    found.move_to(str(dest))
+    recs = records(found.journal)
+    dropped = next(r for r in recs if r.get("op") == "done")
+    with open(found.journal, "w", encoding="utf-8") as handle:  # as if the run died right after that move
+        handle.writelines(json.dumps(r) + "\n" for r in recs if r is not dropped)
+    assert dupflow.undo(found.journal)["restored"] == 2
+    assert tree(d) == originals and os.listdir(dest) == []
+
+
+def test_journal_names_are_never_reused(tmp_path, monkeypatch):
+    fixed = datetime(2024, 1, 2, 3, 4, 5, 678901)
+
+    class Frozen(datetime):
+        @classmethod
+        def now(cls, tz=None):
+            return fixed
+
+    monkeypatch.setattr(actions, "datetime", Frozen)
+    first, second = Journal("move", str(tmp_path)), Journal("move", str(tmp_path))
+    first.close()
+    second.close()
+    assert first.path != second.path
+    assert sorted(os.listdir(tmp_path)) == sorted(os.path.basename(p) for p in (first.path, second.path))
+    assert records(first.path)[0]["journal"] == "dupflow"
