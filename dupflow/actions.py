@@ -137,11 +137,56 @@ def _move_one(source: str, target: str, storage_options: dict) -> None:
     if dst_fs.exists(dst_path):
         raise FileExistsError(target)
     dst_fs.makedirs(posixpath.dirname(dst_path), exist_ok=True)
-    with src_fs.open(src_path, "rb") as src, dst_fs.open(dst_path, "wb") as dst:
-        shutil.copyfileobj(src, dst)
-    if dst_fs.size(dst_path) != src_fs.size(src_path):
+    copied = _copy_exclusive(src_fs, src_path, dst_fs, dst_path)
+    if dst_fs.size(dst_path) != copied or src_fs.size(src_path) != copied:
+        dst_fs.rm_file(dst_path)   # our own copy (created exclusively just now), not to be trusted
         raise OSError(f"copy of {source} is incomplete")
     src_fs.rm_file(src_path)
+
+
+COPY_CHUNK = 8 * 2**20
+
+
+def _copy_exclusive(src_fs, src_path: str, dst_fs, dst_path: str) -> int:
+    """Copy into a new file, never replacing one; returns the bytes copied.
+
+    Creation is exclusive where the filesystem offers it (local O_EXCL, S3 `If-None-Match: *`, memory);
+    elsewhere the caller's existence check stands. A failed copy leaves no partial file behind.
+    """
+    try:
+        dst = dst_fs.open(dst_path, "xb")
+    except (ValueError, NotImplementedError, TypeError):  # no exclusive mode here
+        dst = dst_fs.open(dst_path, "wb")
+    copied = 0
+    try:
+        with src_fs.open(src_path, "rb") as src:
+            while chunk := src.read(COPY_CHUNK):
+                dst.write(chunk)
+                copied += len(chunk)
+        dst.close()   # object stores publish the object here, and refuse if one appeared meanwhile
+    except BaseException:
+        _abandon(dst, dst_fs, dst_path)
+        raise
+    return copied
+
+
+def _abandon(handle, fs, path: str) -> None:
+    """Throw away a half-made copy: an upload is cancelled before it publishes anything; a local or
+    in-memory file (made by our exclusive open, so ours) is removed."""
+    from fsspec.spec import AbstractBufferedFile
+    if isinstance(handle, AbstractBufferedFile):
+        try:
+            handle.discard()          # s3fs aborts its multipart upload, gcsfs its resumable one
+        finally:
+            handle.closed = True      # so that close() never commits what was buffered
+        return
+    try:
+        handle.close()
+    finally:
+        try:
+            fs.rm_file(path)
+        except FileNotFoundError:
+            pass
 
 
 def move_files(items: list[Removal], destination: str, roots: list[str], primaries: set[str],

@@ -121,15 +121,16 @@ class CatalogRef:
         """Record one run's rows; written after its shards, so every indexed shard exists."""
         return self._write_atomic("index", table.cast(INDEX_SCHEMA))
 
-    def read_index(self) -> pa.Table:
-        """Every index row ever written here (later files may repeat a url; any matching row is valid)."""
+    def _index_files(self) -> list[str]:
         fs, base = self.fs()
         try:
-            names = sorted(p for p in fs.ls(f"{base}/index", detail=False)
-                           if p.rsplit("/", 1)[-1].endswith(".parquet")
-                           and not p.rsplit("/", 1)[-1].startswith("."))
+            return sorted(p for p in fs.ls(f"{base}/index", detail=False)
+                          if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith("."))
         except FileNotFoundError:
-            return INDEX_SCHEMA.empty_table()
+            return []
+
+    def _read_index_files(self, names: list[str]) -> list[pa.Table]:
+        fs, _ = self.fs()
         tables = []
         for name in names:
             try:
@@ -137,7 +138,27 @@ class CatalogRef:
                     tables.append(pq.read_table(handle).cast(INDEX_SCHEMA))
             except Exception:  # a foreign or damaged index file is ignored, never trusted
                 continue
+        return tables
+
+    def read_index(self) -> pa.Table:
+        """Every index row ever written here (later files may repeat a url; any matching row is valid)."""
+        tables = self._read_index_files(self._index_files())
         return pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
+
+    def compact_index(self, most: int = 32) -> None:
+        """Merge the index files into one once there are more than `most` (each run adds one).
+
+        The merged file is written before the old ones go, so a reader sees every row at least once.
+        """
+        names = self._index_files()
+        if len(names) <= most:
+            return
+        tables = self._read_index_files(names)
+        merged = pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
+        self.write_index(merged)
+        fs, _ = self.fs()
+        for name in names:
+            fs.rm_file(name)
 
 
 def _fixed(values: np.ndarray) -> pa.FixedSizeBinaryArray:

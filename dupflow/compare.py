@@ -112,17 +112,19 @@ def _hash_classes(decoded: Decoded, members: np.ndarray, rotate: bool, same_dim:
 
 
 def _duplicate_tasks(catalog: CatalogRef, decoded: Decoded, members: np.ndarray, px: int, rotate: bool,
-                     same_dim: bool) -> list:
-    tasks, batch, sizes = [], [], []
+                     same_dim: bool) -> tuple[list, int]:
+    """Tasks checking each hash class tensor by tensor, and how many images they read."""
+    tasks, batch, sizes, images = [], [], [], 0
     for cls in _hash_classes(decoded, members, rotate, same_dim):
         batch.extend(cls)
         sizes.append(len(cls))
+        images += len(cls)
         if len(batch) >= VERIFY_IMAGES:
             tasks.append(delayed(_verify, pure=True)(catalog, _rows(decoded, batch), sizes, px, rotate))
             batch, sizes = [], []
     if batch:
         tasks.append(delayed(_verify, pure=True)(catalog, _rows(decoded, batch), sizes, px, rotate))
-    return tasks
+    return tasks, images
 
 
 def _class_edges(results: list[list[list[int]]]) -> Edges:
@@ -191,11 +193,12 @@ def find_edges(catalog: CatalogRef, decoded: Decoded, member_sets: list[np.ndarr
     limit = kernels.match_limit(threshold, 3 * px * px)
     size = block_size(px, chunksize)
     if limit == 0:
-        per_set = [_duplicate_tasks(catalog, decoded, m, px, rotate, same_dim) for m in member_sets]
+        planned = [_duplicate_tasks(catalog, decoded, m, px, rotate, same_dim) for m in member_sets]
+        per_set, images = [tasks for tasks, _ in planned], sum(n for _, n in planned)
     else:
         per_set = [_block_tasks(catalog, decoded, m, px, rotate, same_dim, limit, size) for m in member_sets]
+        images = sum(len(m) for m in member_sets)
     flat = [task for tasks in per_set for task in tasks]
-    images = sum(len(m) for m in member_sets)
     results = engine(images).run(flat, "dupflow comparing", show_progress) if flat else []
     out, start = [], 0
     for tasks in per_set:

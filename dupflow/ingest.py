@@ -178,6 +178,7 @@ def ingest(listing: Listing, catalog: CatalogRef, storage_options: dict, px_size
         cached = [{k: v for k, v in row.items() if k != "cache"} for row in fresh.values() if row["cache"]]
         if cached:
             catalog.write_index(pa.Table.from_pylist(cached, schema=INDEX_SCHEMA))
+            catalog.compact_index()
     n = len(listing)
     out = Decoded([None] * n, np.full(n, -1, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
                   [None] * n, [None] * n, [None] * n, np.zeros((n, 3), np.int64),

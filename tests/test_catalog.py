@@ -147,3 +147,18 @@ def test_concurrent_runs_share_one_catalog(tmp_path):
                            timeout=180)
     assert "DECODED 0 GROUPS 30" in third.stdout, third.stderr[-1500:]
     assert not glob.glob(f"{catalog}/*/*/.tmp-*")                     # no half-written files left behind
+
+
+def test_index_files_are_merged_as_runs_add_them(tmp_path, client, catalog):
+    from dupflow.catalog import CatalogRef, namespace
+    folder = tmp_path / "imgs"
+    ref = None
+    for k in range(6):
+        save(photo(300 + k, 40, 30), folder / f"{k}.png")
+        dif = _build(str(folder), catalog, client)
+        ref = ref or CatalogRef(dif.stats["dupflow"]["build"]["catalog"], {})
+    assert len(ref._index_files()) == 6
+    ref.compact_index(most=4)
+    assert len(ref._index_files()) == 1
+    assert _figures(_build(str(folder), catalog, client)) == (0, 6, 0)
+    assert ref.url == namespace(catalog, 50, "exact")
