@@ -95,6 +95,20 @@ def safe_to_remove(item: Removal, roots: list[str], primaries: set[str], storage
     return None
 
 
+def _vet(items: list[Removal], roots: list[str], primaries: set[str], storage_options: dict, journal: Journal,
+         verb: str) -> list[Removal]:
+    """The items safe to remove; each refusal is logged and journaled with its reason."""
+    safe = []
+    for item in items:
+        reason = safe_to_remove(item, roots, primaries, storage_options)
+        if reason:
+            log.warning("not %s %s: %s", verb, item.path, reason)
+            journal.write({"op": "skip", "source": item.url, "reason": reason})
+        else:
+            safe.append(item)
+    return safe
+
+
 def _join(folder: str, name: str) -> str:
     return f"{folder.rstrip('/')}/{name}" if _is_remote(folder) else os.path.join(folder, name)
 
@@ -201,12 +215,7 @@ def move_files(items: list[Removal], destination: str, roots: list[str], primari
         raise ParameterError(f'Invalid value for "move_to" parameter: "{destination}" does not exist.') from None
     journal = Journal("move", journal_folder)
     plan, taken = [], set()
-    for item in items:
-        reason = safe_to_remove(item, roots, primaries, storage_options)
-        if reason:
-            log.warning("not moving %s: %s", item.path, reason)
-            journal.write({"op": "skip", "source": item.url, "reason": reason})
-            continue
+    for item in _vet(items, roots, primaries, storage_options, journal, "moving"):
         name = item.url.rstrip("/").rsplit("/", 1)[-1]
         target = _unique_target(target_root, name, taken, storage_options)
         journal.write({"op": "plan", "source": item.url, "destination": target,
@@ -231,12 +240,7 @@ def delete_files(items: list[Removal], roots: list[str], primaries: set[str], st
     """Delete each safe file; returns how many were deleted and the journal path."""
     journal = Journal("delete", journal_folder)
     safe = []
-    for item in items:
-        reason = safe_to_remove(item, roots, primaries, storage_options)
-        if reason:
-            log.warning("not deleting %s: %s", item.path, reason)
-            journal.write({"op": "skip", "source": item.url, "reason": reason})
-            continue
+    for item in _vet(items, roots, primaries, storage_options, journal, "deleting"):
         journal.write({"op": "plan", "source": item.url, "size": item.size, "stamp": item.stamp,
                        "kept": item.primary_url})
         safe.append(item)
