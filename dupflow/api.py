@@ -118,8 +118,7 @@ class search:
         per_set = [greedy_groups(quality_order(members, pixels, listing.path), i, j, sums)
                    for members, (i, j, sums) in zip(member_sets, edges)]
         self._groups = [group for groups in per_set for group in groups]
-        self._pairs = sorted({(min(listing.path[a], listing.path[b]), max(listing.path[a], listing.path[b]), float(s) / d)
-                              for i, j, sums in edges for a, b, s in zip(i.tolist(), j.tolist(), sums.tolist())})
+        self._edges, self._d = edges, d
         if bp.in_folder:
             self.result = {folder: result_dict(groups, listing.path, d)
                            for folder, groups in zip(bp.directories, per_set) if groups}
@@ -138,8 +137,11 @@ class search:
 
     @property
     def pairs(self) -> list[tuple[str, str, float]]:
-        """Every matching pair found (path, path, mse), not just those kept by the grouping."""
-        return list(self._pairs)
+        """Every matching pair found (path, path, mse), sorted; not just those the grouping kept."""
+        paths = self._build._listing.path
+        found = {tuple(sorted((paths[a], paths[b]))) + (s / self._d,)
+                 for i, j, sums in self._edges for a, b, s in zip(i.tolist(), j.tolist(), sums.tolist())}
+        return sorted(found)
 
     def _removals(self) -> list[Removal]:
         listing = self._build._listing
