@@ -67,7 +67,10 @@ class CatalogRef:
         if protocols & object_stores:
             sink = pa.BufferOutputStream()   # whole in memory: one PUT (or one multipart upload) of it
             pq.write_table(table, sink, compression="zstd", row_group_size=ROW_GROUP, write_page_checksum=True)
-            fs.pipe_file(final, sink.getvalue().to_pybytes())
+            try:
+                fs.pipe_file(final, sink.getvalue().to_pybytes())
+            except FileNotFoundError as exc:   # drivers say "bucket does not exist" without naming it
+                raise FileNotFoundError(f'Catalog "{base}" cannot be written: {exc}') from None
             return name
         fs.makedirs(f"{base}/{folder}", exist_ok=True)
         temporary = f"{base}/{folder}/.tmp-{name}"

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import hashlib
+import inspect
 import logging
 import math
 from dataclasses import dataclass
@@ -58,12 +59,22 @@ def _read_batch(urls: list[str], storage_options: dict) -> dict[str, bytes | Bas
     for fs, items in by_fs.values():
         paths = [path for path, _ in items]
         try:
-            got = fs.cat_ranges(paths, None, None, on_error="return")
+            got = fs.cat_ranges(paths, None, None, on_error="return", **_one_request_each(fs))
         except Exception as exc:  # the whole round failed: report it on each file
             got = [exc] * len(paths)
         for (_, url), data in zip(items, got):
             out[url] = _missing(url) if isinstance(data, FileNotFoundError) else data
     return out
+
+
+def _one_request_each(fs) -> dict:
+    """Options for one plain GET per file: s3fs otherwise asks each object's size first (a HEAD) to split
+    big objects into parallel ranged reads; images are small, and the batch already runs concurrently."""
+    try:
+        accepts = inspect.signature(getattr(fs, "_cat_file", fs.cat_file)).parameters
+    except (TypeError, ValueError):
+        return {}
+    return {"max_concurrency": 1} if "max_concurrency" in accepts else {}
 
 
 def _missing(url: str) -> FileNotFoundError:

@@ -5,6 +5,7 @@ import logging
 import os
 import stat as stat_mod
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Iterator
 
 import fsspec
@@ -151,10 +152,16 @@ STAMP_KEYS = ("generation", "ETag", "etag", "md5Hash", "LastModified", "last_mod
 
 
 def _remote_stamp(info: dict) -> str:
-    """The change stamp of an object from its fsspec info/listing entry (both give the same value)."""
+    """The change stamp of an object from its fsspec info/listing entry (both give the same value).
+
+    Times become POSIX seconds: some drivers list a float and describe one object with a datetime.
+    """
     for key in STAMP_KEYS:
-        if info.get(key) is not None:
-            return str(info[key]).strip('"')
+        value = info.get(key)
+        if value is not None:
+            if isinstance(value, datetime):
+                value = value.timestamp()
+            return str(value).strip('"')
     return ""
 
 
