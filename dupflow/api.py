@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import logging
 import os
-import re
 import time
 import weakref
 from datetime import datetime
@@ -19,15 +18,10 @@ from .compare import block_size, find_edges
 from .groups import count_matches, greedy_groups, lower_quality, quality_order, result_dict
 from .ingest import ingest
 from .params import ParameterError, ParameterTypeError, validate_build, validate_search
-from .sources import list_files
+from .sources import list_files, redact
 from .stats import build_stats, search_stats
 
 log = logging.getLogger("dupflow")
-
-
-def _redact(url: str) -> str:
-    """A URL without any user:password@ part, fit for stats and logs."""
-    return re.sub(r"://[^/@]*@", "://", url)
 
 
 class build:
@@ -46,20 +40,25 @@ class build:
         t1 = time.perf_counter()
         root = p.catalog or default_root()
         self._catalog = CatalogRef(namespace(root, p.px_size, p.decode), p.storage_options)
-        self._decoded = ingest(self._listing, self._catalog, p.storage_options, p.px_size, p.decode,
-                               self._get_engine, p.show_progress)
+        try:
+            self._decoded = ingest(self._listing, self._catalog, p.storage_options, p.px_size, p.decode,
+                                   self._get_engine, p.show_progress)
+        except BaseException:
+            self.close()          # a failed build leaves no cluster or connection behind
+            raise
         t2 = time.perf_counter()
         decode_errors = {self._listing.path[i]: e for i, e in enumerate(self._decoded.error) if e is not None}
         invalid = {**decode_errors, **self._listing.invalid}
         self._valid = np.array([i for i, e in enumerate(self._decoded.error) if e is None], dtype=np.int64)
         parameters = {"recursive": p.recursive, "in_folder": p.in_folder, "limit_extensions": p.limit_extensions,
                       "px_size": p.px_size, "processes": p.processes}
-        extra = {"version": __version__, "decode": p.decode, "catalog": _redact(self._catalog.url),
+        extra = {"version": __version__, "decode": p.decode, "catalog": redact(self._catalog.url),
                  "decoded": self._decoded.decoded, "reused": self._decoded.reused,
                  "removed": self._decoded.removed,
                  "seconds": {"list": round(t1 - t0, 4), "decode": round(t2 - t1, 4)},
                  "cluster": self._engine.describe() if self._engine else None}
-        self.stats = build_stats(p.directories, len(self._valid), invalid, start, datetime.now(), parameters, extra)
+        self.stats = build_stats([redact(d) for d in p.directories], len(self._valid), invalid, start,
+                                 datetime.now(), parameters, extra)
 
     def _get_engine(self, images: int) -> Engine:
         """The cluster, started on first need (a fully reused catalog needs none) and closed with us."""
@@ -120,7 +119,7 @@ class search:
         self._groups = [group for groups in per_set for group in groups]
         self._edges, self._d = edges, d
         if bp.in_folder:
-            self.result = {folder: result_dict(groups, listing.path, d)
+            self.result = {redact(folder): result_dict(groups, listing.path, d)
                            for folder, groups in zip(bp.directories, per_set) if groups}
         else:
             self.result = result_dict(per_set[0], listing.path, d)

@@ -1,11 +1,12 @@
 """The catalog: Parquet tensor shards plus append-only index files, keyed by (url, size, stamp).
 
 Layout under the catalog root (local folder or any fsspec URL):
-    <root>/<namespace>/shards/<uuid>.parquet   one row per decoded image: url, tensor (px*px*3 bytes)
-    <root>/<namespace>/index/<uuid>.parquet    one row per file seen by one run (written last)
+    <root>/<namespace>/shards/<uuid>.parquet   one row per decoded image: url, tensor (px*px*3 bytes), grid
+    <root>/<namespace>/index/<uuid>.parquet    one row per file seen by one run (written after its shards)
 The namespace names px_size, decode mode and Pillow version, so incompatible rows are never reused.
-Shards and index files are only ever added, each written under a temporary name and then renamed,
-so a run killed mid-write or two runs at once leave a usable catalog.
+Shards and index files are only ever added, each appearing whole: locally written under a temporary
+name and renamed, on object stores written with one PUT. A run killed mid-write or two runs at once
+leave a usable catalog; shards carry page checksums, verified before their rows are reused.
 """
 from __future__ import annotations
 
@@ -126,6 +127,7 @@ class CatalogRef:
 
     def _index_files(self) -> list[str]:
         fs, base = self.fs()
+        fs.invalidate_cache(f"{base}/index")   # another process may have added files since we last looked
         try:
             return sorted(p for p in fs.ls(f"{base}/index", detail=False)
                           if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith("."))

@@ -123,6 +123,7 @@ def _write_outputs(folder: str, result: dict, lower_quality: list[str], stats: d
 def run_search(argv: Sequence[str]) -> int:
     from . import api
     from .params import LAZY_RENAMED, ParameterError, ParameterTypeError, validate_build, validate_search
+    from .sources import InputNotFound
     args = search_parser().parse_intermixed_args(argv)
     if args.lazy is not None:
         raise UsageError(LAZY_RENAMED)
@@ -145,7 +146,7 @@ def run_search(argv: Sequence[str]) -> int:
         dif = api.build(paths, recursive=args.recursive, in_folder=args.in_folder,
                         limit_extensions=args.limit_extensions, px_size=args.px_size,
                         show_progress=args.show_progress, processes=args.processes, **options)
-    except (ParameterError, ParameterTypeError, FileNotFoundError) as exc:
+    except (ParameterError, ParameterTypeError, InputNotFound) as exc:
         raise UsageError(str(exc)) from None
     with dif:
         try:

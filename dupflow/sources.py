@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import stat as stat_mod
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -36,6 +37,10 @@ def supported_extensions() -> frozenset[str]:
     except ImportError:
         pass
     return DIFPY_EXTENSIONS | extra
+
+
+class InputNotFound(FileNotFoundError):
+    """An input folder, file or URL given by the user does not exist."""
 
 
 @dataclass
@@ -125,7 +130,7 @@ def _list_local(entry: str, recursive: bool, refused: dict[str, str]) -> Iterato
     local = entry[len("file://"):] if entry.startswith("file://") else entry
     prefix = "file://" if entry.startswith("file://") else ""
     if not os.path.lexists(local):
-        raise FileNotFoundError(f'Directory "{entry}" does not exist')
+        raise InputNotFound(f'Directory "{entry}" does not exist')
     if os.path.isdir(local):
         walked = _walk_local(local, recursive, refused)
     else:
@@ -176,9 +181,9 @@ def _list_remote(entry: str, recursive: bool, storage_options: dict) -> Iterator
     try:
         info = fs.info(root)
     except FileNotFoundError:  # the message names the input only: never a credential or an endpoint
-        raise FileNotFoundError(f'Directory "{entry}" does not exist') from None
+        raise InputNotFound(f'Directory "{redact(entry)}" does not exist') from None
     if info.get("type") != "directory":
-        yield entry, entry, int(info.get("size") or 0), _remote_stamp(info), None
+        yield redact(entry), entry, int(info.get("size") or 0), _remote_stamp(info), None
         return
     found = fs.find(root, maxdepth=None if recursive else 1, detail=True, withdirs=False)
     base = root.rstrip("/")
@@ -190,7 +195,12 @@ def _list_remote(entry: str, recursive: bool, storage_options: dict) -> Iterator
         if not relative or any(part.startswith(".") for part in relative.split("/")):
             continue
         url = f"{entry.rstrip('/')}/{relative}"
-        yield url, url, int(detail.get("size") or 0), _remote_stamp(detail), None
+        yield redact(url), url, int(detail.get("size") or 0), _remote_stamp(detail), None
+
+
+def redact(url: str) -> str:
+    """A URL without any user:password@ part, fit for results, stats and logs."""
+    return re.sub(r"^([a-zA-Z][\w+.-]*://)[^/@]*@", r"\1", url)
 
 
 def _canonical(url: str) -> str:

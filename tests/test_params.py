@@ -125,3 +125,13 @@ def test_similarity_values(built, value, stored):
 def test_processes_none_means_all_cores(built):
     found = dupflow.search(built, processes=None, show_progress=False)
     assert found.stats["process"]["search"]["parameters"]["processes"] == os.cpu_count()
+
+
+def test_credentials_in_a_url_never_reach_stats_or_errors(tmp_path):
+    """user:password@ in an input URL is stripped from every message and report."""
+    with pytest.raises(FileNotFoundError) as info:
+        dupflow.build("memory://bob:hunter2@nowhere/photos")
+    assert "hunter2" not in str(info.value) and "bob" not in str(info.value)
+    from dupflow.sources import redact
+    assert redact("ftp://bob:hunter2@host/a.png") == "ftp://host/a.png"
+    assert redact("s3://bucket/key@2x.png") == "s3://bucket/key@2x.png"
