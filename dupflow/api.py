@@ -63,7 +63,9 @@ class build:
     def _get_engine(self, images: int) -> Engine:
         """The cluster, started on first need (a fully reused catalog needs none) and closed with us."""
         if self._engine is None or self._engine.closed:
-            self._engine = Engine(self._params.scheduler, self._params.processes, images)
+            # memory:// files exist only in this process: local workers must then be threads
+            in_process = any(d.startswith("memory://") for d in self._params.directories)
+            self._engine = Engine(self._params.scheduler, self._params.processes, 0 if in_process else images)
             self._finalizer = weakref.finalize(self, self._engine.close)
         return self._engine
 
