@@ -64,7 +64,8 @@ class build:
         """The cluster, started on first need (a fully reused catalog needs none) and closed with us."""
         if self._engine is None or self._engine.closed:
             # memory:// files exist only in this process: local workers must then be threads
-            in_process = any(d.startswith("memory://") for d in self._params.directories)
+            places = [*self._params.directories, self._params.catalog or ""]
+            in_process = any(place.startswith("memory://") for place in places)
             self._engine = Engine(self._params.scheduler, self._params.processes, 0 if in_process else images)
             self._finalizer = weakref.finalize(self, self._engine.close)
         return self._engine
