@@ -1,0 +1,277 @@
+"""Scaling series of dupflow alone: how wall time and memory grow with N (issue "Speed at scale").
+
+    python benchmarks/scaling.py -n 10000 30000 100000
+
+For each N the dataset comes from generate.py's cache (``--cache``, default /tmp/dupflow-bench), generated
+when missing. Above 30,000 images it is a ``--small`` dataset by default (folder N_seed_small: originals only in
+the four smallest sizes, 320x240 to 480x360, so 100,000 images generate in minutes instead of 15-20); the
+catalog-built runs do not depend on original size, since the search reads 50x50 thumbnails. ``--small`` /
+``--no-small`` force either for every N. Every run is the ``dupflow`` command as its own process (run.py's
+``measure``), started from WORK (default CACHE/work/scaling), one after the other:
+
+1. cold: ``dupflow DATA -Z OUT -p false --catalog CAT`` with CAT emptied first (list, decode every image,
+   write the catalog, search exact duplicates). On by default only for N <= 30000 (``--cold``/``--no-cold``):
+   at 100,000 the images are --small ones, so a cold figure would understate decoding. Without a cold run a
+   catalog that is not known complete is filled first by ``dupflow.build`` alone in its own process, reported
+   as "prep build" and left out of the growth figures.
+2. warm duplicates: the same command again on the filled catalog (nothing to decode).
+3. warm similar: ``... -s similar -dim false`` (MSE <= 5, rotations on, any dimensions).
+
+Figures per run:
+
+* wall s: subprocess start to exit (start-up, cluster, search, reports); images/s = N / wall s.
+* peak RSS MiB: "main" is the dupflow process itself; "per worker" the largest RSS any single descendant
+  reached (the Dask worker processes and their nannies); "tree" run.py's sum over the whole process tree (an
+  upper bound: shared pages count once per process). Polled every 50 ms.
+* from the stats' ``dupflow`` section: decoded / reused images, decode seconds, compare seconds, match edges,
+  the search's cluster kind ("local threads" below 2,000 images to read, which starts no worker process; the
+  whole section goes to the JSON).
+* growth: between consecutive N of the list, for the same run kind, wall(N) / wall(N_prev) next to
+  (N / N_prev)^2 - what a brute-force all-pairs search would grow by - and the fitted exponent
+  log(time ratio) / log(N ratio) (2 = brute force, 1 = linear); the same for compare seconds.
+
+Output: one markdown table (stdout; progress on stderr) and the raw figures in WORK/scaling_<timestamp>.json
+(``--json``). Logs: WORK/logs/<key>_<run>.log; reports: WORK/out/<key>_<run>/.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import shutil
+import sys
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+
+import psutil
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, HERE)
+import generate  # noqa: E402  (benchmarks/generate.py)
+import run  # noqa: E402  (benchmarks/run.py: measure, dupflow_cmd, versions)
+
+SMALL_ABOVE = 30000   # default: --small datasets above this N
+COLD_UP_TO = 30000    # default: a cold run up to this N
+PREP_CODE = "import sys, dupflow; dupflow.build(sys.argv[1], catalog=sys.argv[2], show_progress=False).close()"
+
+# run kind -> (dupflow mode, same_dim)
+RUNS = {"cold duplicates": ("duplicates", True), "warm duplicates": ("duplicates", True),
+        "warm similar": ("similar", False)}
+
+
+@dataclass
+class Row:
+    """One timed process of the series."""
+
+    n: int
+    small: bool
+    run: str
+    command: list[str]
+    status: str = "ok"
+    wall_s: float | None = None
+    images_per_s: float | None = None
+    peak_main_mib: float | None = None
+    peak_worker_mib: float | None = None
+    peak_tree_mib: float | None = None
+    rss_samples: int | None = None
+    files_searched: int | None = None
+    matches_found: dict = field(default_factory=dict)
+    dupflow: dict = field(default_factory=dict)       # the stats' "dupflow" section
+    growth: dict = field(default_factory=dict)        # vs the previous N of the same run kind
+    load_before: list[float] = field(default_factory=list)
+
+
+def _mib(value: int) -> float | None:
+    return round(value / 2**20, 1) if value else None
+
+
+def timed(row: Row, cwd: str, limit_s: float, log: str, out: str | None) -> Row:
+    """Run row.command as run.py does (own session, tree RSS polled, killed at the limit); read its stats."""
+    row.load_before = list(os.getloadavg())
+    try:
+        m = run.measure(row.command, cwd, limit_s, log)
+    except OSError as exc:
+        row.status = f"could not start: {exc}"
+        return row
+    row.wall_s, row.rss_samples = round(m.wall_s, 3), m.samples
+    row.peak_main_mib, row.peak_worker_mib = _mib(m.peak_root_rss), _mib(m.peak_child_rss)
+    row.peak_tree_mib = _mib(m.peak_rss)
+    if m.timed_out:
+        row.status = f"not finished after {limit_s:g} s"
+        return row
+    if m.returncode != 0:
+        row.status = f"failed (exit {m.returncode}): {run._tail(m.log)}"
+        return row
+    row.images_per_s = round(row.n / m.wall_s, 1)
+    if out is not None:
+        stats_path = run._newest(os.path.join(out, "dupflow_*_stats.json"))
+        if stats_path is None:
+            row.status = f"no stats written: {run._tail(m.log)}"
+            return row
+        with open(stats_path, encoding="utf-8") as handle:
+            stats = json.load(handle)
+        search = stats.get("process", {}).get("search", {})
+        row.files_searched = search.get("files_searched")
+        row.matches_found = search.get("matches_found", {})
+        row.dupflow = stats.get("dupflow", {})
+    return row
+
+
+def add_growth(rows: list[Row]) -> None:
+    """Fill growth for each row from the row of the same run kind at the previous N (in list order)."""
+    last: dict[str, Row] = {}
+    for row in rows:
+        if row.run == "prep build" or row.status != "ok":
+            continue
+        prev = last.get(row.run)
+        last[row.run] = row
+        if prev is None or prev.n == row.n:
+            continue
+        n_ratio = row.n / prev.n
+        growth = {"from_n": prev.n, "n_ratio": round(n_ratio, 4), "n2_ratio": round(n_ratio ** 2, 4),
+                  "wall_ratio": round(row.wall_s / prev.wall_s, 4),
+                  "wall_exponent": round(math.log(row.wall_s / prev.wall_s) / math.log(n_ratio), 3)
+                  if n_ratio != 1 else None}
+        c_now = row.dupflow.get("search", {}).get("seconds", {}).get("compare")
+        c_prev = prev.dupflow.get("search", {}).get("seconds", {}).get("compare")
+        if c_now and c_prev:
+            growth["compare_ratio"] = round(c_now / c_prev, 4)
+            growth["compare_exponent"] = round(math.log(c_now / c_prev) / math.log(n_ratio), 3)
+        if prev.small != row.small:
+            growth["note"] = "datasets differ in image sizes (--small on one side)"
+        row.growth = growth
+
+
+def _f(value, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def table(rows: list[Row]) -> str:
+    """The markdown table of the whole series."""
+    head = ("| N | images | run | wall s | images/s | peak RSS main MiB | peak per worker MiB | peak tree MiB | "
+            "decoded | reused | decode s | compare s | edges | search on | wall growth (N² growth, exponent) | "
+            "compare growth (exponent) | status |\n"
+            "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- |")
+    lines = [head]
+    for r in rows:
+        build = r.dupflow.get("build", {})
+        search = r.dupflow.get("search", {})
+        g = r.growth
+        wall_g = (f"×{g['wall_ratio']:.2f} vs ×{g['n2_ratio']:.2f} (exp {_f(g['wall_exponent'], '.2f')})"
+                  if g else "-")
+        comp_g = f"×{g['compare_ratio']:.2f} (exp {g['compare_exponent']:.2f})" if g.get("compare_ratio") else "-"
+        if g.get("note"):
+            wall_g += " †"
+        lines.append(
+            f"| {r.n} | {'small' if r.small else 'full mix'} | {r.run} | {_f(r.wall_s, '.2f')} | "
+            f"{_f(r.images_per_s, '.0f')} | {_f(r.peak_main_mib, '.0f')} | {_f(r.peak_worker_mib, '.0f')} | "
+            f"{_f(r.peak_tree_mib, '.0f')} | {_f(build.get('decoded'), 'd')} | {_f(build.get('reused'), 'd')} | "
+            f"{_f(build.get('seconds', {}).get('decode'), '.2f')} | "
+            f"{_f(search.get('seconds', {}).get('compare'), '.2f')} | {_f(search.get('edges'), 'd')} | "
+            f"{(search.get('cluster') or {}).get('kind', '-')} | {wall_g} | {comp_g} | {r.status} |")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description="dupflow scaling series (wall time, memory, growth with N).",
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("-n", type=int, nargs="+", default=[10000, 30000, 100000], help="dataset sizes, in order")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--cold", action=argparse.BooleanOptionalAction, default=None,
+                    help=f"time a cold build+search (default: only for N <= {COLD_UP_TO})")
+    ap.add_argument("--small", action=argparse.BooleanOptionalAction, default=None,
+                    help=f"use generate.py --small datasets (default: only for N > {SMALL_ABOVE})")
+    ap.add_argument("--cache", default="/tmp/dupflow-bench", help="dataset cache (generate.cached_dataset)")
+    ap.add_argument("--work", default=None, help="catalogs, reports, logs (default: CACHE/work/scaling)")
+    ap.add_argument("--json", default=None, help="raw figures (default: WORK/scaling_<timestamp>.json)")
+    ap.add_argument("--time-limit", type=float, default=3600, help="seconds before one run is killed")
+    ap.add_argument("--gen-processes", type=int, default=2, help="processes generating a missing dataset")
+    ap.add_argument("--python", default=sys.executable, help="interpreter with dupflow installed (prep build)")
+    ap.add_argument("--dupflow-bin", default=None, help="the dupflow command (default: next to --python)")
+    args = ap.parse_args(argv)
+    args.work = args.work or os.path.join(args.cache, "work", "scaling")
+    args.dupflow_bin = args.dupflow_bin or os.path.join(os.path.dirname(args.python), "dupflow")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    for sub in ("out", "logs", "catalog"):
+        os.makedirs(os.path.join(args.work, sub), exist_ok=True)
+    load = os.getloadavg()[0]
+    if load > 0.5 * (os.cpu_count() or 1):
+        print(f"warning: load average {load:.2f} on {os.cpu_count()} cores: timings will be noisy", file=sys.stderr)
+    json_path = args.json or os.path.join(args.work, f"scaling_{datetime.now():%Y%m%d%H%M%S}.json")
+    report = {"started": datetime.now().isoformat(timespec="seconds"), "argv": sys.argv[1:],
+              "machine": {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+                          "platform": platform.platform()},
+              "versions": run.versions(), "datasets": {}, "rows": []}
+    rows: list[Row] = []
+    notes = []
+    for n in args.n:
+        small = args.small if args.small is not None else n > SMALL_ABOVE
+        cold = args.cold if args.cold is not None else n <= COLD_UP_TO
+        data = generate.cached_dataset(args.cache, n, args.seed, args.gen_processes, small=small)
+        key = generate.dataset_key(n, args.seed, small)
+        if small:
+            notes.append(f"N = {n}: --small dataset ({data}: originals only 320x240, 240x320, 480x360, 360x480); "
+                         "catalog-built (warm) timings do not depend on original size"
+                         + ("; its cold run decodes smaller images than the full size mix" if cold else ""))
+            print(notes[-1], file=sys.stderr)
+        report["datasets"][str(n)] = {"folder": data, "small": small, "cold": cold}
+        catalog = os.path.join(args.work, "catalog", key)
+        ready = catalog + ".complete"   # written once a run has filled the catalog for this dataset
+        plan = []
+        if cold:
+            plan.append("cold duplicates")
+        elif not os.path.isfile(ready):
+            plan.append("prep build")
+        plan += ["warm duplicates", "warm similar"]
+        for kind in plan:
+            if kind in ("cold duplicates", "prep build"):
+                shutil.rmtree(catalog, ignore_errors=True)
+                if os.path.exists(ready):
+                    os.remove(ready)
+            tag = f"{key}_{kind.replace(' ', '_')}"
+            if kind == "prep build":
+                out, cmd = None, [args.python, "-c", PREP_CODE, data, catalog]
+            else:
+                out = os.path.join(args.work, "out", tag)
+                shutil.rmtree(out, ignore_errors=True)
+                os.makedirs(out)
+                mode, same_dim = RUNS[kind]
+                cmd = run.dupflow_cmd(args.dupflow_bin, data, out, catalog, mode, same_dim, "exact")
+            print(f"[{n}] {kind} ...", file=sys.stderr, flush=True)
+            row = timed(Row(n, small, kind, cmd), args.work, args.time_limit,
+                        os.path.join(args.work, "logs", f"{tag}.log"), out)
+            if row.status == "ok" and kind in ("cold duplicates", "prep build"):
+                open(ready, "w").close()
+            if row.status == "ok" and kind.startswith("warm") and row.dupflow.get("build", {}).get("decoded"):
+                row.status = f"ok, but not warm: decoded {row.dupflow['build']['decoded']}"
+            print(f"  {row.status}, {_f(row.wall_s, '.1f')} s", file=sys.stderr, flush=True)
+            rows.append(row)
+            add_growth(rows)
+            report["rows"] = [asdict(r) for r in rows]
+            report["notes"] = notes
+            with open(json_path, "w", encoding="utf-8") as handle:
+                json.dump(report, handle, indent=1)
+    title = (f"### dupflow scaling, seed {args.seed}, {os.cpu_count()} cores "
+             f"(duplicates: same_dim on; similar: MSE <= 5, rotations on, -dim false)")
+    print(f"\n{title}\n")
+    for note in notes:
+        print(f"- {note}")
+    if any(r.growth.get("note") for r in rows):
+        print("- † growth across datasets of different image-size mixes")
+    print("- peak per worker: largest RSS of any single child process; '-' = none was started (dupflow ran "
+          "the work in threads of the main process, 'search on' = local threads)")
+    print("- growth: wall(N) / wall(previous N) vs (N / previous N)^2 (brute force); exponent = "
+          "log(time ratio) / log(N ratio)")
+    print(f"\n{table(rows)}\n")
+    print(f"raw figures: {json_path}")
+    return 0 if all(r.status.startswith("ok") for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
