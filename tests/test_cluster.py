@@ -43,6 +43,7 @@ def _worker_processes(before: set) -> list:
 
 def test_big_job_runs_on_local_worker_processes(tmp_path, monkeypatch):
     monkeypatch.setattr(cluster, "PROCESS_MIN_IMAGES", 1)     # make this small job count as big
+    monkeypatch.setattr(cluster, "PROCESS_MIN_WORKERS", 2)    # and this machine as one with many cores
     folder = _folder(tmp_path)
     before = set(psutil.Process().children(recursive=True))
     with dupflow.build(folder, show_progress=False, processes=2, catalog=str(tmp_path / "cat")) as dif:
@@ -63,6 +64,7 @@ def test_a_script_without_main_guard_works(tmp_path):
         import dupflow
         from dupflow import cluster
         cluster.PROCESS_MIN_IMAGES = 1
+        cluster.PROCESS_MIN_WORKERS = 1
         dif = dupflow.build({folder!r}, show_progress=False, catalog={str(tmp_path / 'cat')!r})
         found = dupflow.search(dif, show_progress=False)
         print("KIND", dif.stats["dupflow"]["build"]["cluster"]["kind"])
