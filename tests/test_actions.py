@@ -8,7 +8,6 @@ import re
 import uuid
 from datetime import datetime
 
-import numpy as np
 import pytest
 
 import dupflow

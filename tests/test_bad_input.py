@@ -28,7 +28,7 @@ from PIL import Image
 
 import dupflow
 import dupflow.api
-from dupflow.decode import UNIDENTIFIED, decode_image, error_message
+from dupflow.decode import UNIDENTIFIED
 from dupflow.sources import UNSUPPORTED, list_files
 
 from imagegen import photo, save
