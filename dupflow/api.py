@@ -12,7 +12,7 @@ import numpy as np
 
 from . import __version__
 from .actions import Removal, delete_files, move_files
-from .catalog import CatalogRef, default_root, namespace
+from .catalog import CatalogError, CatalogRef, default_root, namespace
 from .cluster import Engine
 from .compare import block_size, find_edges
 from .groups import count_matches, greedy_groups, lower_quality, quality_order, result_dict
@@ -111,6 +111,11 @@ class search:
             edges = find_edges(b._catalog, decoded, member_sets, bp.px_size, p.rotate, p.same_dim,
                                p.similarity, p.chunksize, get_engine, p.show_progress)
             cluster = (engine or b._engine).describe() if (engine or b._engine) else None
+        except CatalogError as exc:   # never answer from a damaged shard; the next build decodes anew
+            if exc.shard:
+                b._catalog.set_aside(exc.shard)
+            raise CatalogError(f"{exc}. It has been removed from the catalog: build again and its images "
+                               "are decoded anew.", exc.shard) from None
         finally:
             if engine is not None:
                 engine.close()

@@ -31,6 +31,7 @@ INDEX_SCHEMA = pa.schema([
 ROW_GROUP = 128   # rows per Parquet row group: a few rows can be read without the whole shard
 GRID_DTYPE = np.dtype("<i4")   # block sums of a tensor's coarse grid (see kernels.grid_sums)
 GRID_BYTES = GRID * GRID * 3 * GRID_DTYPE.itemsize
+OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss", "memory"}
 
 
 def default_root() -> str:
@@ -63,11 +64,12 @@ class CatalogRef:
         fs, base = self.fs()
         name = f"{uuid.uuid4().hex}.parquet"
         final = f"{base}/{folder}/{name}"
-        object_stores = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss", "memory"}
-        protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
-        if protocols & object_stores:
+        # tensors barely compress: storing them plain makes reads a copy, not a decompression
+        compression = {c: ("none" if c == "tensor" else "zstd") for c in table.column_names}
+        options = dict(compression=compression, row_group_size=ROW_GROUP, write_page_checksum=True)
+        if self.on_object_store:
             sink = pa.BufferOutputStream()   # whole in memory: one PUT (or one multipart upload) of it
-            pq.write_table(table, sink, compression="zstd", row_group_size=ROW_GROUP, write_page_checksum=True)
+            pq.write_table(table, sink, **options)
             try:
                 fs.pipe_file(final, sink.getvalue().to_pybytes())
             except FileNotFoundError as exc:   # drivers say "bucket does not exist" without naming it
@@ -76,10 +78,33 @@ class CatalogRef:
         fs.makedirs(f"{base}/{folder}", exist_ok=True)
         temporary = f"{base}/{folder}/.tmp-{name}"
         with fs.open(temporary, "wb") as handle:
-            pq.write_table(table, handle, compression="zstd", row_group_size=ROW_GROUP,
-                           write_page_checksum=True)
+            pq.write_table(table, handle, **options)
         fs.mv(temporary, final)
         return name
+
+    @property
+    def on_object_store(self) -> bool:
+        """True on S3, GCS, Azure and the like (and memory://), where each read is a request."""
+        fs, _ = self.fs()
+        protocols = {fs.protocol} if isinstance(fs.protocol, str) else set(fs.protocol)
+        return bool(protocols & OBJECT_STORES)
+
+    def shard_names(self) -> set[str]:
+        """The shards present, from one listing."""
+        fs, base = self.fs()
+        fs.invalidate_cache(f"{base}/shards")
+        try:
+            return {p.rsplit("/", 1)[-1] for p in fs.ls(f"{base}/shards", detail=False)}
+        except FileNotFoundError:
+            return set()
+
+    def set_aside(self, shard: str) -> None:
+        """Remove a shard found damaged, so the next build decodes its images again."""
+        fs, base = self.fs()
+        try:
+            fs.rm_file(f"{base}/shards/{shard}")
+        except FileNotFoundError:
+            pass
 
     def write_shard(self, urls: list[str], tensors: np.ndarray, grids: np.ndarray) -> str:
         """Store decoded tensors (n x d uint8) and their block-sum grids as one new shard; returns its name."""
@@ -92,14 +117,17 @@ class CatalogRef:
         """One column's values for the given rows of a shard, as (n x bytes) uint8, reading only their row groups."""
         fs, base = self.fs()
         rows = np.asarray(rows, dtype=np.int64)
-        with fs.open(f"{base}/shards/{shard}", "rb") as handle:
-            parquet = pq.ParquetFile(handle, page_checksum_verification=True)
-            sizes = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
-            starts = np.concatenate([[0], np.cumsum(sizes)])
-            if rows.size and (rows.min() < 0 or rows.max() >= starts[-1]):
-                raise CatalogError(f"shard {shard} has {starts[-1]} rows; row {rows.max()} was asked for")
-            groups = np.unique(np.searchsorted(starts, rows, side="right") - 1)
-            table = parquet.read_row_groups(groups.tolist(), columns=[column])
+        try:
+            with fs.open(f"{base}/shards/{shard}", "rb") as handle:
+                parquet = pq.ParquetFile(handle, page_checksum_verification=True)
+                sizes = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
+                starts = np.concatenate([[0], np.cumsum(sizes)])
+                if rows.size and (rows.min() < 0 or rows.max() >= starts[-1]):
+                    raise CatalogError(f"catalog shard {shard} has {starts[-1]} rows, not {rows.max() + 1}", shard)
+                groups = np.unique(np.searchsorted(starts, rows, side="right") - 1)
+                table = parquet.read_row_groups(groups.tolist(), columns=[column])
+        except (OSError, pa.ArrowException) as exc:   # missing, truncated, or a page failing its checksum
+            raise CatalogError(f"catalog shard {shard} is missing or damaged ({exc})", shard) from None
         data = _unfixed(table.column(column).combine_chunks())
         # position of each wanted row within the row groups that were read
         read_starts = starts[groups]
@@ -181,4 +209,11 @@ def _unfixed(column: pa.FixedSizeBinaryArray) -> np.ndarray:
 
 
 class CatalogError(RuntimeError):
-    """The catalog holds something other than what its index says."""
+    """The catalog holds something other than what its index says (`shard` names the culprit)."""
+
+    def __init__(self, message: str, shard: str | None = None):
+        super().__init__(message, shard)   # both in args, so the error survives pickling between workers
+        self.shard = shard
+
+    def __str__(self) -> str:
+        return self.args[0]

@@ -149,14 +149,24 @@ def _reusable(index: pa.Table, listing: Listing) -> dict[tuple[str, int, str], d
 
 
 def _drop_untrusted(reuse: dict[tuple[str, int, str], dict], catalog: CatalogRef, px_size: int) -> None:
-    """Forget reused rows whose shard is missing, damaged or not what the index says: they decode again."""
+    """Forget reused rows whose shard is missing, damaged or not what the index says: they decode again.
+
+    Local shards are read whole and checksummed here. On object stores, where that would download the
+    whole catalog on every run, one listing checks they exist; pages are checksummed as the search reads
+    them, and a damaged shard is then set aside (see api.search).
+    """
     by_shard: dict[str, list[tuple[str, int, str]]] = {}
     for key, row in reuse.items():
         if row["shard"] is not None:
             by_shard.setdefault(row["shard"], []).append(key)
+    present = catalog.shard_names() if catalog.on_object_store else None
     for shard, keys in by_shard.items():
         rows = [reuse[key]["row"] for key in keys]
-        if not catalog.check_shard(shard, rows, [key[0] for key in keys], 3 * px_size * px_size):
+        if present is not None:
+            trusted = shard in present
+        else:
+            trusted = catalog.check_shard(shard, rows, [key[0] for key in keys], 3 * px_size * px_size)
+        if not trusted:
             log.warning("catalog shard %s is missing, damaged or foreign: its %d images are decoded again",
                         shard, len(keys))
             for key in keys:

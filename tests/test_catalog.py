@@ -161,3 +161,30 @@ def test_index_files_are_merged_as_runs_add_them(tmp_path, client, catalog):
     assert len(ref._index_files()) == 1
     assert _figures(_build(str(folder), catalog, client)) == (0, 6, 0)
     assert ref.url == namespace(catalog, 50, "exact")
+
+
+def test_damage_found_while_searching_a_bucket_catalog_is_never_trusted(tmp_path):
+    """On object stores a build only lists shards; pages are checksummed as the search reads them."""
+    import uuid
+
+    import fsspec
+    import pytest
+
+    from dupflow.catalog import CatalogError
+    folder = _photos(tmp_path / "imgs", 12)                 # six pairs of identical images
+    catalog = f"memory://cat-{uuid.uuid4().hex}"
+    reference = dupflow.search(dupflow.build(folder, catalog=catalog, show_progress=False),
+                               show_progress=False).result
+    fs = fsspec.filesystem("memory")
+    shard = next(p for p in fs.find(catalog) if "/shards/" in p)
+    data = bytearray(fs.cat_file(shard))
+    data[len(data) // 2:len(data) // 2 + 64] = b"\xff" * 64   # inside the (uncompressed) tensor pages
+    fs.pipe_file(shard, bytes(data))
+    dif = dupflow.build(folder, catalog=catalog, show_progress=False)
+    assert _figures(dif)[0] == 0                             # one listing: the shard is there
+    with pytest.raises(CatalogError, match="build again"):
+        dupflow.search(dif, show_progress=False)
+    assert not fs.exists(shard)                              # set aside, never read again
+    again = dupflow.build(folder, catalog=catalog, show_progress=False)
+    assert _figures(again)[0] > 0
+    assert dupflow.search(again, show_progress=False).result == reference
