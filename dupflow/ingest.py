@@ -107,7 +107,7 @@ def _decode_partition(items: list[tuple[str, int, str]], catalog: CatalogRef, st
                 except Exception as exc:  # anything a file contains is a row, never a crash
                     row["error"] = error_message(exc)
                 else:
-                    row.update(row=len(tensors), width=width, height=height, **summarize(tensor))
+                    row.update(row=len(tensors), width=width, height=height)
                     tensors.append(tensor.reshape(-1))
                     ok_urls.append(url)
             rows.append(row)
@@ -115,21 +115,29 @@ def _decode_partition(items: list[tuple[str, int, str]], catalog: CatalogRef, st
         block = np.stack(tensors)
         grids = kernels.grid_sums(block, px_size, kernels.grid_edges(px_size))
         shard = catalog.write_shard(ok_urls, block, grids)
+        summaries = summarize(block, px_size, grids)
         for row in rows:
             if row["row"] is not None:
-                row["shard"] = shard
+                row.update(shard=shard, **summaries[row["row"]])
     return rows
 
 
-def _hash(tensor: np.ndarray) -> bytes:
-    return hashlib.blake2b(np.ascontiguousarray(tensor).tobytes(), digest_size=16).digest()
+def summarize(block: np.ndarray, px: int, grids: np.ndarray) -> list[dict]:
+    """What the search plans with, per tensor: content hashes (plain, and the least over its four quarter
+    turns, equal for two tensors iff some turn makes them equal) and its channel sums (from its grid)."""
+    turned = [block] + [np.ascontiguousarray(t).reshape(len(block), -1)
+                        for t in kernels.rotations(block, px, True)[1:]]
+    sums = grids.sum(axis=(1, 2)).astype(np.int64)
 
+    def digest(row: np.ndarray) -> bytes:
+        return hashlib.blake2b(row.data, digest_size=16).digest()
 
-def summarize(tensor: np.ndarray) -> dict:
-    """What the search plans with: content hashes (plain and turn-invariant) and channel sums."""
-    sums = tensor.reshape(-1, 3).sum(axis=0, dtype=np.int64)
-    return {"hash": _hash(tensor), "hash_turned": min(_hash(np.rot90(tensor, k)) for k in range(4)),
-            "sum_r": int(sums[0]), "sum_g": int(sums[1]), "sum_b": int(sums[2])}
+    out = []
+    for k in range(len(block)):
+        hashes = [digest(form[k]) for form in turned]
+        out.append({"hash": hashes[0], "hash_turned": min(hashes),
+                    "sum_r": int(sums[k, 0]), "sum_g": int(sums[k, 1]), "sum_b": int(sums[k, 2])})
+    return out
 
 
 def _reusable(index: pa.Table, listing: Listing) -> dict[tuple[str, int, str], dict]:
