@@ -18,7 +18,7 @@ from .compare import block_size, find_edges
 from .groups import count_matches, greedy_groups, lower_quality, quality_order, result_dict
 from .ingest import ingest
 from .params import ParameterError, ParameterTypeError, validate_build, validate_search
-from .sources import list_files, redact
+from .sources import Listing, list_files, redact
 from .stats import build_stats, search_stats
 
 log = logging.getLogger("dupflow")
@@ -49,7 +49,6 @@ class build:
         t2 = time.perf_counter()
         decode_errors = {self._listing.path[i]: e for i, e in enumerate(self._decoded.error) if e is not None}
         invalid = {**decode_errors, **self._listing.invalid}
-        self._valid = np.array([i for i, e in enumerate(self._decoded.error) if e is None], dtype=np.int64)
         parameters = {"recursive": p.recursive, "in_folder": p.in_folder, "limit_extensions": p.limit_extensions,
                       "px_size": p.px_size, "processes": p.processes}
         extra = {"version": __version__, "decode": p.decode, "catalog": redact(self._catalog.url),
@@ -59,6 +58,24 @@ class build:
                  "cluster": self._engine.describe() if self._engine else None}
         self.stats = build_stats([redact(d) for d in p.directories], len(self._valid), invalid, start,
                                  datetime.now(), parameters, extra)
+
+    @property
+    def _valid(self) -> np.ndarray:
+        """Positions of the images that decoded."""
+        return np.array([i for i, e in enumerate(self._decoded.error) if e is None], dtype=np.int64)
+
+    def _repair(self, shard: str) -> None:
+        """Set aside a shard found damaged and decode its images again (never answer from it)."""
+        log.warning("catalog shard %s is damaged: decoding its images again", shard)
+        self._catalog.set_aside(shard)
+        positions = [i for i, name in enumerate(self._decoded.shard) if name == shard]
+        lst = self._listing
+        part = Listing([lst.path[i] for i in positions], [lst.url[i] for i in positions],
+                       [lst.size[i] for i in positions], [lst.stamp[i] for i in positions],
+                       [lst.inputs[i] for i in positions], {}, lst.roots)
+        p = self._params
+        self._decoded.replace(positions, ingest(part, self._catalog, p.storage_options, p.px_size, p.decode,
+                                                self._get_engine, False))
 
     def _get_engine(self, images: int) -> Engine:
         """The cluster, started on first need (a fully reused catalog needs none) and closed with us."""
@@ -97,25 +114,25 @@ class search:
         start = datetime.now()
         t0 = time.perf_counter()
         listing, decoded = b._listing, b._decoded
-        if bp.in_folder:
-            member_sets = [np.array([i for i in b._valid if k in listing.inputs[i]], dtype=np.int64)
-                           for k in range(len(bp.directories))]
-        else:
-            member_sets = [b._valid]
         if p.scheduler is not None:
             engine = Engine(p.scheduler, p.processes)
             get_engine = lambda images: engine  # noqa: E731
         else:
             engine, get_engine = None, b._get_engine
+        repaired: set[str] = set()
         try:
-            edges = find_edges(b._catalog, decoded, member_sets, bp.px_size, p.rotate, p.same_dim,
-                               p.similarity, p.chunksize, get_engine, p.show_progress)
+            while True:
+                member_sets = self._member_sets()
+                try:
+                    edges = find_edges(b._catalog, decoded, member_sets, bp.px_size, p.rotate, p.same_dim,
+                                       p.similarity, p.chunksize, get_engine, p.show_progress)
+                    break
+                except CatalogError as exc:   # never answer from a damaged shard: decode its images anew
+                    if not exc.shard or exc.shard in repaired:
+                        raise
+                    repaired.add(exc.shard)
+                    b._repair(exc.shard)
             cluster = (engine or b._engine).describe() if (engine or b._engine) else None
-        except CatalogError as exc:   # never answer from a damaged shard; the next build decodes anew
-            if exc.shard:
-                b._catalog.set_aside(exc.shard)
-            raise CatalogError(f"{exc}. It has been removed from the catalog: build again and its images "
-                               "are decoded anew.", exc.shard) from None
         finally:
             if engine is not None:
                 engine.close()
@@ -134,13 +151,23 @@ class search:
         self.lower_quality = sorted(set(lower_quality(self._groups, listing.path)))
         parameters = {"similarity_mse": p.similarity, "rotate": p.rotate, "same_dim": p.same_dim,
                       "processes": p.processes, "chunksize": p.chunksize}
-        extra = {"edges": int(sum(len(e[0]) for e in edges)),
+        extra = {"edges": int(sum(len(e[0]) for e in edges)), "shards_repaired": len(repaired),
                  "block_size": block_size(bp.px_size, p.chunksize),
                  "seconds": {"compare": round(t1 - t0, 4), "group": round(time.perf_counter() - t1, 4)},
                  "cluster": cluster}
         self.stats = search_stats(b.stats, start, datetime.now(), parameters, len(b._valid),
                                   count_matches(self._groups), extra)
         self.journal: str | None = None
+
+    def _member_sets(self) -> list[np.ndarray]:
+        """The images compared together: all of them, or (in_folder) those of each input."""
+        b = self._build
+        valid = b._valid
+        if not b._params.in_folder:
+            return [valid]
+        inputs = b._listing.inputs
+        return [np.array([i for i in valid if k in inputs[i]], dtype=np.int64)
+                for k in range(len(b._params.directories))]
 
     @property
     def pairs(self) -> list[tuple[str, str, float]]:

@@ -11,6 +11,7 @@ leave a usable catalog; shards carry page checksums, verified before their rows 
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from dataclasses import dataclass
 
@@ -62,7 +63,7 @@ class CatalogRef:
         temporary name, then a rename.
         """
         fs, base = self.fs()
-        name = f"{uuid.uuid4().hex}.parquet"
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex}.parquet"   # names sort oldest first
         final = f"{base}/{folder}/{name}"
         # tensors barely compress: storing them plain makes reads a copy, not a decompression
         compression = {c: ("none" if c == "tensor" else "zstd") for c in table.column_names}

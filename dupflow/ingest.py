@@ -39,6 +39,14 @@ class Decoded:
     reused: int
     removed: int
 
+    def replace(self, positions: list[int], fresh: "Decoded") -> None:
+        """Take the rows of `fresh` (decoded for exactly these positions, in order) in their place."""
+        for k, i in enumerate(positions):
+            self.shard[i], self.error[i] = fresh.shard[k], fresh.error[k]
+            self.hash[i], self.hash_turned[i] = fresh.hash[k], fresh.hash_turned[k]
+            self.row[i], self.width[i], self.height[i] = fresh.row[k], fresh.width[k], fresh.height[k]
+            self.sums[i] = fresh.sums[k]
+
 
 def _read_batch(urls: list[str], storage_options: dict) -> dict[str, bytes | BaseException]:
     """Fetch several files in one round: one `cat_ranges` call per filesystem, which async filesystems
@@ -140,45 +148,50 @@ def summarize(block: np.ndarray, px: int, grids: np.ndarray) -> list[dict]:
     return out
 
 
-def _reusable(index: pa.Table, listing: Listing) -> dict[tuple[str, int, str], dict]:
-    """Index rows that match a listed file's (url, size, stamp) exactly (files without a stamp never)."""
+def _reusable(index: pa.Table, listing: Listing) -> dict[tuple[str, int, str], list[dict]]:
+    """Index rows matching a listed file's (url, size, stamp) exactly, newest first (never without a stamp)."""
     if index.num_rows == 0:
         return {}
     wanted = set(zip(listing.url, listing.size, listing.stamp))
     keys = zip(index.column("url").to_pylist(), index.column("size").to_pylist(), index.column("stamp").to_pylist())
     hits = [(k, key) for k, key in enumerate(keys) if key in wanted and key[2]]
-    if not hits:
-        return {}
-    rows = index.take([k for k, _ in hits]).to_pylist()
-    found: dict[tuple[str, int, str], dict] = {}
-    for (_, key), row in zip(hits, rows):
-        found.setdefault(key, row)
+    found: dict[tuple[str, int, str], list[dict]] = {}
+    if hits:
+        for (_, key), row in zip(reversed(hits), reversed(index.take([k for k, _ in hits]).to_pylist())):
+            found.setdefault(key, []).append(row)
     return found
 
 
-def _drop_untrusted(reuse: dict[tuple[str, int, str], dict], catalog: CatalogRef, px_size: int) -> None:
-    """Forget reused rows whose shard is missing, damaged or not what the index says: they decode again.
+def _trusted(candidates: dict[tuple[str, int, str], list[dict]], catalog: CatalogRef,
+             px_size: int) -> dict[tuple[str, int, str], dict]:
+    """For each file, its newest index row whose shard can be trusted; files with none decode again.
 
     Local shards are read whole and checksummed here. On object stores, where that would download the
     whole catalog on every run, one listing checks they exist; pages are checksummed as the search reads
-    them, and a damaged shard is then set aside (see api.search).
+    them, and a damaged shard is then set aside and its images decoded again (see api.search).
     """
-    by_shard: dict[str, list[tuple[str, int, str]]] = {}
-    for key, row in reuse.items():
-        if row["shard"] is not None:
-            by_shard.setdefault(row["shard"], []).append(key)
     present = catalog.shard_names() if catalog.on_object_store else None
-    for shard, keys in by_shard.items():
-        rows = [reuse[key]["row"] for key in keys]
-        if present is not None:
-            trusted = shard in present
-        else:
-            trusted = catalog.check_shard(shard, rows, [key[0] for key in keys], 3 * px_size * px_size)
-        if not trusted:
-            log.warning("catalog shard %s is missing, damaged or foreign: its %d images are decoded again",
-                        shard, len(keys))
+    verdict: dict[str, bool] = {}
+    chosen: dict[tuple[str, int, str], dict] = {}
+    pending = {key: list(rows) for key, rows in candidates.items()}
+    while pending:
+        by_shard: dict[str, list[tuple[str, int, str]]] = {}
+        for key, rows in pending.items():
+            if rows[0]["shard"] is None:            # a cached decode failure: nothing to verify
+                chosen[key] = rows[0]
+            else:
+                by_shard.setdefault(rows[0]["shard"], []).append(key)
+        for shard, keys in by_shard.items():
+            if shard not in verdict:
+                verdict[shard] = shard in present if present is not None else catalog.check_shard(
+                    shard, [pending[k][0]["row"] for k in keys], [k[0] for k in keys], 3 * px_size * px_size)
+                if not verdict[shard]:
+                    log.warning("catalog shard %s is missing, damaged or foreign: not reused", shard)
             for key in keys:
-                del reuse[key]
+                if verdict[shard]:
+                    chosen[key] = pending[key][0]
+        pending = {key: rows[1:] for key, rows in pending.items() if key not in chosen and len(rows) > 1}
+    return chosen
 
 
 def _removed(index: pa.Table, listing: Listing) -> int:
@@ -192,8 +205,7 @@ def ingest(listing: Listing, catalog: CatalogRef, storage_options: dict, px_size
            engine: Callable[[int], Engine], show_progress: bool) -> Decoded:
     """Make sure every listed file has a catalog row; decode only what is new or changed."""
     index = catalog.read_index()
-    reuse = _reusable(index, listing)
-    _drop_untrusted(reuse, catalog, px_size)
+    reuse = _trusted(_reusable(index, listing), catalog, px_size)
     todo = [(u, s, t) for u, s, t in zip(listing.url, listing.size, listing.stamp) if (u, s, t) not in reuse]
     fresh: dict[str, dict] = {}
     if todo:
