@@ -16,7 +16,7 @@ from .catalog import CatalogError, CatalogRef, default_root, namespace
 from .cluster import Engine
 from .compare import block_size, find_edges
 from .groups import count_matches, greedy_groups, lower_quality, quality_order, result_dict
-from .ingest import ingest
+from .ingest import Decoded, ingest
 from .params import ParameterError, ParameterTypeError, validate_build, validate_search
 from .sources import Listing, list_files, redact
 from .stats import build_stats, search_stats
@@ -41,8 +41,7 @@ class build:
         root = p.catalog or default_root()
         self._catalog = CatalogRef(namespace(root, p.px_size, p.decode), p.storage_options)
         try:
-            self._decoded = ingest(self._listing, self._catalog, p.storage_options, p.px_size, p.decode,
-                                   self._get_engine, p.show_progress)
+            self._decoded = self._ingest(self._listing, p.show_progress)
         except BaseException:
             self.close()          # a failed build leaves no cluster or connection behind
             raise
@@ -69,13 +68,13 @@ class build:
         log.warning("catalog shard %s is damaged: decoding its images again", shard)
         self._catalog.set_aside(shard)
         positions = [i for i, name in enumerate(self._decoded.shard) if name == shard]
-        lst = self._listing
-        part = Listing([lst.path[i] for i in positions], [lst.url[i] for i in positions],
-                       [lst.size[i] for i in positions], [lst.stamp[i] for i in positions],
-                       [lst.inputs[i] for i in positions], {}, lst.roots)
+        self._decoded.replace(positions, self._ingest(self._listing.subset(positions), False))
+
+    def _ingest(self, listing: Listing, show_progress: bool) -> Decoded:
+        """Catalog rows for these files, decoding what the catalog lacks."""
         p = self._params
-        self._decoded.replace(positions, ingest(part, self._catalog, p.storage_options, p.px_size, p.decode,
-                                                self._get_engine, False))
+        return ingest(listing, self._catalog, p.storage_options, p.px_size, p.decode, self._get_engine,
+                      show_progress)
 
     def _get_engine(self, images: int) -> Engine:
         """The cluster, started on first need (a fully reused catalog needs none) and closed with us."""
