@@ -30,6 +30,7 @@ Checks (each counted; every mismatch is listed, the script exits 1 when there is
 
 Every reported pair is also recomputed element by element, so the matrix reference is itself cross-checked.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,6 +61,7 @@ EXAMPLES = 20  # mismatches listed per check (all are counted)
 def list_images(root: str) -> list[str]:
     """Image files under root (dupflow's extension list, hidden names skipped), relative, '/'-separated, sorted."""
     from dupflow.sources import supported_extensions
+
     exts = supported_extensions()
     found = []
     for folder, dirs, files in os.walk(root):
@@ -73,6 +75,7 @@ def list_images(root: str) -> list[str]:
 def _decode_one(job: tuple[str, int, str]) -> tuple[np.ndarray | None, int, int, str | None]:
     """(tensor, width, height, error) of one file, decoded the catalog-independent way."""
     from dupflow.decode import decode_image
+
     path, px, mode = job
     try:
         with open(path, "rb") as handle:
@@ -110,14 +113,14 @@ class Reference:
         """S for the pairs (i[k], j[k]), element by element in float64 (min over np.rot90 turns of j)."""
         out = np.empty(len(i), dtype=np.float64)
         for s in range(0, len(i), batch):
-            a = self.tensors[i[s:s + batch]].astype(np.float64)
-            b = self.tensors[j[s:s + batch]].astype(np.float64)
+            a = self.tensors[i[s : s + batch]].astype(np.float64)
+            b = self.tensors[j[s : s + batch]].astype(np.float64)
             best = None
             for k in range(4 if rotate else 1):
                 diff = a - np.rot90(b, k, axes=(1, 2))
                 total = np.einsum("nyxc,nyxc->n", diff, diff)
                 best = total if best is None else np.minimum(best, total)
-            out[s:s + batch] = best
+            out[s : s + batch] = best
         return out
 
     def all_sums(self, rotate: bool, block: int = 512) -> np.ndarray:
@@ -127,7 +130,9 @@ class Reference:
         norms = np.einsum("ij,ij->i", flat, flat)
         out = np.full((n, n), np.inf)
         for k in range(4 if rotate else 1):
-            turned = np.ascontiguousarray(np.rot90(self.tensors, k, axes=(1, 2))).reshape(n, -1).astype(np.float64)
+            turned = (
+                np.ascontiguousarray(np.rot90(self.tensors, k, axes=(1, 2))).reshape(n, -1).astype(np.float64)
+            )
             for r0 in range(0, n, block):
                 r1 = min(n, r0 + block)
                 part = norms[r0:r1, None] + norms[None, r0:] - 2.0 * (flat[r0:r1] @ turned[r0:].T)
@@ -168,13 +173,17 @@ def load_run(folder: str) -> tuple[dict, dict]:
     return result, stats
 
 
-def search_in_process(data: str, catalog: str, similarity, rotate: bool, same_dim: bool, decode: str,
-                      px: int) -> tuple[dict, dict, list, float]:
+def search_in_process(
+    data: str, catalog: str, similarity, rotate: bool, same_dim: bool, decode: str, px: int
+) -> tuple[dict, dict, list, float]:
     """(result, stats, pairs, seconds) of dupflow.build + dupflow.search run here."""
     import dupflow
+
     t0 = time.perf_counter()
     with dupflow.build(data, catalog=catalog, show_progress=False, px_size=px, decode=decode) as dif:
-        found = dupflow.search(dif, similarity=similarity, rotate=rotate, same_dim=same_dim, show_progress=False)
+        found = dupflow.search(
+            dif, similarity=similarity, rotate=rotate, same_dim=same_dim, show_progress=False
+        )
     return found.result, found.stats, found.pairs, time.perf_counter() - t0
 
 
@@ -194,7 +203,12 @@ class Check:
             self.examples.append(text)
 
     def as_dict(self) -> dict:
-        return {"name": self.name, "checked": self.checked, "mismatches": self.mismatches, "examples": self.examples}
+        return {
+            "name": self.name,
+            "checked": self.checked,
+            "mismatches": self.mismatches,
+            "examples": self.examples,
+        }
 
 
 class Checker:
@@ -213,8 +227,10 @@ class Checker:
 
     def describe(self, a: int, b: int, s: float) -> str:
         r, s = self.ref, float(s)
-        return (f"{r.rels[a]} ~ {r.rels[b]}: reference S={s:.0f} mse={s / r.d!r} dims {r.dims[a].tolist()} "
-                f"{r.dims[b].tolist()}")
+        return (
+            f"{r.rels[a]} ~ {r.rels[b]}: reference S={s:.0f} mse={s / r.d!r} dims {r.dims[a].tolist()} "
+            f"{r.dims[b].tolist()}"
+        )
 
     def reported(self, name: str, pairs: list[tuple[str, str, float]], root: str) -> tuple[Check, set]:
         """(a): every reported (path, path, mse) is a reference match with the bit-identical MSE."""
@@ -235,8 +251,10 @@ class Checker:
             for (a, b, mse), s, good in zip(ids, sums.tolist(), ok.tolist()):
                 want = s / self.ref.d
                 if not good or want != mse:
-                    check.fail(f"{self.describe(a, b, s)}; reported mse={mse!r} ({float(mse).hex()} vs "
-                               f"{want.hex()}){'' if good else ', not a match'}")
+                    check.fail(
+                        f"{self.describe(a, b, s)}; reported mse={mse!r} ({float(mse).hex()} vs "
+                        f"{want.hex()}){'' if good else ', not a match'}"
+                    )
         return check, seen
 
 
@@ -278,15 +296,25 @@ def grouping(ref: Reference, result: dict, root: str) -> tuple[Check, np.ndarray
     return check, placer, pos
 
 
-def pinned(placer: np.ndarray, pos: np.ndarray, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def pinned(
+    placer: np.ndarray, pos: np.ndarray, y: np.ndarray, x: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """For ordered pairs (y, x): (pinned down by the grouping, expected match) - y a primary or loner, x != y
     placed no earlier than y's turn; then x matches y iff y placed x."""
     pin = (placer[y] == y) & (x != y) & (pos[placer[x]] >= pos[y])
     return pin, pin & (placer[x] == y)
 
 
-def verify(checker: Checker, i: np.ndarray, j: np.ndarray, sums: np.ndarray, reported: set | None,
-           placer: np.ndarray, pos: np.ndarray, label: str) -> list[Check]:
+def verify(
+    checker: Checker,
+    i: np.ndarray,
+    j: np.ndarray,
+    sums: np.ndarray,
+    reported: set | None,
+    placer: np.ndarray,
+    pos: np.ndarray,
+    label: str,
+) -> list[Check]:
     """(b) for the unordered pairs (i[k], j[k]), i < j, with reference sums S: against found.pairs (every pair)
     when there is one, and against the grouping (the pairs it pins down, in either orientation)."""
     ref, n = checker.ref, len(checker.ref)
@@ -299,8 +327,10 @@ def verify(checker: Checker, i: np.ndarray, j: np.ndarray, sums: np.ndarray, rep
         listed = np.isin(i.astype(np.int64) * n + j, keys)
         for k in np.nonzero(match != listed)[0].tolist():
             a, b = int(i[k]), int(j[k])
-            check.fail(f"{checker.describe(a, b, sums[k])}: "
-                       f"{'reference match missing from found.pairs' if match[k] else 'reported, reference says no'}")
+            check.fail(
+                f"{checker.describe(a, b, sums[k])}: "
+                f"{'reference match missing from found.pairs' if match[k] else 'reported, reference says no'}"
+            )
         checks.append(check)
     check = Check(f"{label} pinned down by the grouping")
     for y, x in ((i, j), (j, i)):
@@ -308,15 +338,19 @@ def verify(checker: Checker, i: np.ndarray, j: np.ndarray, sums: np.ndarray, rep
         check.checked += int(pin.sum())
         for k in np.nonzero(pin & (match != expect))[0].tolist():
             a, b = int(y[k]), int(x[k])
-            why = ("grouped together but no reference match" if expect[k]
-                   else f"reference match, yet {ref.rels[b]} was left out of {ref.rels[a]}'s group")
+            why = (
+                "grouped together but no reference match"
+                if expect[k]
+                else f"reference match, yet {ref.rels[b]} was left out of {ref.rels[a]}'s group"
+            )
             check.fail(f"{checker.describe(a, b, sums[k])}: {why}")
     checks.append(check)
     return checks
 
 
-def exhaustive(checker: Checker, sums: np.ndarray, reported: set | None, placer: np.ndarray,
-               pos: np.ndarray) -> list[Check]:
+def exhaustive(
+    checker: Checker, sums: np.ndarray, reported: set | None, placer: np.ndarray, pos: np.ndarray
+) -> list[Check]:
     """(b) over every pair, from the full matrix of S."""
     rows, cols = np.triu_indices(len(checker.ref), k=1)
     return verify(checker, rows, cols, sums[rows, cols], reported, placer, pos, "all pairs (exhaustive)")
@@ -335,13 +369,15 @@ def family_pairs(ref: Reference, data: str) -> tuple[np.ndarray, np.ndarray]:
         a, b = ref.index.get(pair["a"]), ref.index.get(pair["b"])
         if a is not None and b is not None:
             families.setdefault(a, {a}).add(b)
-    pairs = sorted({(min(x, y), max(x, y)) for members in families.values()
-                    for x in members for y in members if x != y})
+    pairs = sorted(
+        {(min(x, y), max(x, y)) for members in families.values() for x in members for y in members if x != y}
+    )
     return np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
 
 
-def sampled(checker: Checker, k: int, seed: int, reported: set | None, placer: np.ndarray,
-            pos: np.ndarray) -> list[Check]:
+def sampled(
+    checker: Checker, k: int, seed: int, reported: set | None, placer: np.ndarray, pos: np.ndarray
+) -> list[Check]:
     """(b) over k seeded random pairs that are not reported (and, for the result, pinned-down non-matches)."""
     n, rng = len(checker.ref), np.random.default_rng(seed)
     checks = []
@@ -361,7 +397,9 @@ def sampled(checker: Checker, k: int, seed: int, reported: set | None, placer: n
                     if len(got) >= k:
                         break
         pairs = sorted(got)
-        return np.array([p[0] for p in pairs], dtype=np.int64), np.array([p[1] for p in pairs], dtype=np.int64)
+        return np.array([p[0] for p in pairs], dtype=np.int64), np.array(
+            [p[1] for p in pairs], dtype=np.int64
+        )
 
     if reported is not None:
         check = Check(f"random pairs not in found.pairs (sample of {k}, seed {seed})")
@@ -369,7 +407,9 @@ def sampled(checker: Checker, k: int, seed: int, reported: set | None, placer: n
         s = checker.ref.sums(i, j, checker.rotate)
         check.checked = len(i)
         for idx in np.nonzero(checker.matches(s, i, j))[0].tolist():
-            check.fail(f"{checker.describe(int(i[idx]), int(j[idx]), s[idx])}: reference match missing from found.pairs")
+            check.fail(
+                f"{checker.describe(int(i[idx]), int(j[idx]), s[idx])}: reference match missing from found.pairs"
+            )
         checks.append(check)
     check = Check(f"random pairs the grouping rules out (sample of {k}, seed {seed})")
 
@@ -381,8 +421,10 @@ def sampled(checker: Checker, k: int, seed: int, reported: set | None, placer: n
     s = checker.ref.sums(y, x, checker.rotate)
     check.checked = len(y)
     for idx in np.nonzero(checker.matches(s, y, x))[0].tolist():
-        check.fail(f"{checker.describe(int(y[idx]), int(x[idx]), s[idx])}: reference match, yet "
-                   f"{checker.ref.rels[int(x[idx])]} was left out of {checker.ref.rels[int(y[idx])]}'s group")
+        check.fail(
+            f"{checker.describe(int(y[idx]), int(x[idx]), s[idx])}: reference match, yet "
+            f"{checker.ref.rels[int(x[idx])]} was left out of {checker.ref.rels[int(y[idx])]}'s group"
+        )
     checks.append(check)
     return checks
 
@@ -391,20 +433,26 @@ def sampled(checker: Checker, k: int, seed: int, reported: set | None, placer: n
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     ap.add_argument("data", help="the dataset folder dupflow searched (one input folder)")
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--run", metavar="OUT_DIR", help="a finished CLI run's -Z folder (newest results/stats)")
     src.add_argument("--search", action="store_true", help="run dupflow.build + dupflow.search in-process")
-    ap.add_argument("--catalog", default=None, help="with --search: the catalog (default: a fresh temporary one)")
-    ap.add_argument("-s", "--similarity", default="5",
-                    help="with --search: 'duplicates' (0), 'similar' (5) or a number")
+    ap.add_argument(
+        "--catalog", default=None, help="with --search: the catalog (default: a fresh temporary one)"
+    )
+    ap.add_argument(
+        "-s", "--similarity", default="5", help="with --search: 'duplicates' (0), 'similar' (5) or a number"
+    )
     ap.add_argument("--same-dim", action=argparse.BooleanOptionalAction, default=False, help="with --search")
     ap.add_argument("--rotate", action=argparse.BooleanOptionalAction, default=True, help="with --search")
     ap.add_argument("--decode", choices=("exact", "fast"), default="exact", help="with --search")
     ap.add_argument("--px", type=int, default=50, help="with --search: px_size")
-    ap.add_argument("--sample", type=int, default=20000, help="random non-reported pairs checked above the limit")
+    ap.add_argument(
+        "--sample", type=int, default=20000, help="random non-reported pairs checked above the limit"
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of the random sample")
     ap.add_argument("--exhaustive-max", type=int, default=3000, help="check all pairs up to this many images")
     ap.add_argument("--processes", type=int, default=2, help="reference decode processes")
@@ -431,8 +479,9 @@ def main(argv: list[str] | None = None) -> int:
     else:
         catalog = args.catalog or tempfile.mkdtemp(prefix="dupflow-check-")
         try:
-            result, stats, pairs, seconds = search_in_process(data, catalog, args.similarity, args.rotate,
-                                                              args.same_dim, args.decode, args.px)
+            result, stats, pairs, seconds = search_in_process(
+                data, catalog, args.similarity, args.rotate, args.same_dim, args.decode, args.px
+            )
         finally:
             if args.catalog is None:
                 shutil.rmtree(catalog, ignore_errors=True)
@@ -445,16 +494,23 @@ def main(argv: list[str] | None = None) -> int:
     if stats["process"]["build"]["parameters"].get("in_folder"):
         print("check_exact.py: in_folder results are not supported", file=sys.stderr)
         return 2
-    report["parameters"] = {"similarity_mse": similarity, "rotate": rotate, "same_dim": same_dim, "px_size": px,
-                            "decode": decode}
+    report["parameters"] = {
+        "similarity_mse": similarity,
+        "rotate": rotate,
+        "same_dim": same_dim,
+        "px_size": px,
+        "decode": decode,
+    }
 
     t0 = time.perf_counter()
     ref = Reference(data, px, decode, args.processes)
     t_decode = time.perf_counter() - t0
     n = len(ref)
-    print(f"reference: {n} images decoded in {t_decode:.1f} s ({len(ref.invalid)} invalid); "
-          f"similarity {similarity}, rotate {rotate}, same_dim {same_dim}, px {px}, decode {decode}",
-          file=sys.stderr)
+    print(
+        f"reference: {n} images decoded in {t_decode:.1f} s ({len(ref.invalid)} invalid); "
+        f"similarity {similarity}, rotate {rotate}, same_dim {same_dim}, px {px}, decode {decode}",
+        file=sys.stderr,
+    )
     checker = Checker(ref, similarity, rotate, same_dim)
     checks = []
     count = Check("files searched (dupflow) = valid images (reference)")
@@ -468,7 +524,9 @@ def main(argv: list[str] | None = None) -> int:
     if pairs is not None:
         check, reported = checker.reported("found.pairs: reported MSE = reference, bit for bit", pairs, data)
         checks.append(check)
-    check, links = checker.reported("result links: reported MSE = reference, bit for bit", result_links(result), data)
+    check, links = checker.reported(
+        "result links: reported MSE = reference, bit for bit", result_links(result), data
+    )
     checks.append(check)
     if reported is not None:
         extra = Check("result links are found.pairs")
@@ -499,25 +557,44 @@ def main(argv: list[str] | None = None) -> int:
     else:
         i, j = family_pairs(ref, data)
         if len(i):
-            checks += verify(checker, i, j, ref.sums(i, j, rotate), reported, placer, pos,
-                             "pairs within planted families (ground_truth.json)")
+            checks += verify(
+                checker,
+                i,
+                j,
+                ref.sums(i, j, rotate),
+                reported,
+                placer,
+                pos,
+                "pairs within planted families (ground_truth.json)",
+            )
         checks += sampled(checker, args.sample, args.seed, reported, placer, pos)
     t_check = time.perf_counter() - t1
 
     total = sum(c.mismatches for c in checks)
-    print(f"\n### exactness check: {n} images, {mode}, similarity {similarity}, rotate {rotate}, "
-          f"same_dim {same_dim}\n")
+    print(
+        f"\n### exactness check: {n} images, {mode}, similarity {similarity}, rotate {rotate}, "
+        f"same_dim {same_dim}\n"
+    )
     print("| check | pairs checked | mismatches |\n| --- | ---: | ---: |")
     for c in checks:
         print(f"| {c.name} | {c.checked} | {c.mismatches} |")
     for c in checks:
         for text in c.examples:
             print(f"MISMATCH [{c.name}] {text}")
-    print(f"\n{'OK' if total == 0 else 'FAILED'}: {total} mismatches "
-          f"(reference decode {t_decode:.1f} s, checks {t_check:.1f} s)")
-    report.update({"images": n, "invalid": len(ref.invalid), "mode": mode, "mismatches": total,
-                   "seconds": {"reference_decode": round(t_decode, 3), "checks": round(t_check, 3)},
-                   "checks": [c.as_dict() for c in checks]})
+    print(
+        f"\n{'OK' if total == 0 else 'FAILED'}: {total} mismatches "
+        f"(reference decode {t_decode:.1f} s, checks {t_check:.1f} s)"
+    )
+    report.update(
+        {
+            "images": n,
+            "invalid": len(ref.invalid),
+            "mode": mode,
+            "mismatches": total,
+            "seconds": {"reference_decode": round(t_decode, 3), "checks": round(t_check, 3)},
+            "checks": [c.as_dict() for c in checks],
+        }
+    )
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(report, handle, indent=1)

@@ -8,6 +8,7 @@ the binding (czkawka_core defaults: 8-byte perceptual hash, rayon threads = all 
 cache between runs, so every run is cold. `--similarity default` leaves the binding's own threshold in place.
 Writes {"similarity": ..., "groups": [[path, ...], ...], "seconds": search seconds} to OUT.json.
 """
+
 from __future__ import annotations
 
 import argparse

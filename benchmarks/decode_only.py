@@ -16,6 +16,7 @@ Over the same generated files (generate.py's cache, as in run.py):
 Every row is cold (nothing cached); the files are read once before timing so that every row sees the same
 warm page cache. images/s = files / seconds; "vs pillow" = pillow seconds / row seconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -82,8 +83,9 @@ def time_dupflow(folder: str, px: int, processes: int, decode: str) -> tuple[flo
     catalog = tempfile.mkdtemp(prefix="dupflow-decode-only-")
     try:
         t0 = time.perf_counter()
-        dif = dupflow.build(folder, px_size=px, show_progress=False, processes=processes, catalog=catalog,
-                            decode=decode)
+        dif = dupflow.build(
+            folder, px_size=px, show_progress=False, processes=processes, catalog=catalog, decode=decode
+        )
         seconds = time.perf_counter() - t0
         ours = dif.stats.get("dupflow", {}).get("build", {})
         dif.close()
@@ -99,8 +101,9 @@ def series(folder: str, px: int, processes: int, decode: str) -> list[dict]:
     n = len(paths)
     rows = [{"decoder": "pillow", "seconds": time_pillow(paths, px, processes, False), "decode_s": None}]
     if decode == "fast":
-        rows.append({"decoder": "pillow+draft", "seconds": time_pillow(paths, px, processes, True),
-                     "decode_s": None})
+        rows.append(
+            {"decoder": "pillow+draft", "seconds": time_pillow(paths, px, processes, True), "decode_s": None}
+        )
     seconds, decode_s, decoded = time_dupflow(folder, px, processes, decode)
     if decoded != n:
         print(f"warning: dupflow decoded {decoded} of {n} files", file=sys.stderr)
@@ -113,19 +116,25 @@ def series(folder: str, px: int, processes: int, decode: str) -> list[dict]:
 
 def table(rows: list[dict]) -> str:
     """Markdown table of all rows."""
-    lines = ["| N | decoder | seconds | images/s | vs pillow | decode s (dupflow stats) |",
-             "| ---: | --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| N | decoder | seconds | images/s | vs pillow | decode s (dupflow stats) |",
+        "| ---: | --- | ---: | ---: | ---: | ---: |",
+    ]
     for r in rows:
         dec = "-" if r["decode_s"] is None else f"{r['decode_s']:.2f}"
-        lines.append(f"| {r['n']} | {r['decoder']} | {r['seconds']:.2f} | {r['images_per_s']:.1f} | "
-                     f"{r['vs_pillow']:.2f}x | {dec} |")
+        lines.append(
+            f"| {r['n']} | {r['decoder']} | {r['seconds']:.2f} | {r['images_per_s']:.1f} | "
+            f"{r['vs_pillow']:.2f}x | {dec} |"
+        )
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Command line: decode_only.py -n N... [--decode] [--processes] [--px] [--cache] [--json]."""
-    ap = argparse.ArgumentParser(description="Decode-only images/s: Pillow pool vs dupflow build.",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description="Decode-only images/s: Pillow pool vs dupflow build.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     ap.add_argument("-n", type=int, nargs="+", default=[2000])
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--decode", choices=("exact", "fast"), default="exact")

@@ -5,6 +5,7 @@
 Decodes each file of a generated dataset both ways with dupflow's own decoder and prints the distribution
 of the per-image MSE between the two 50x50 thumbnails, split by format, plus the time per image of each mode.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,13 +56,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--cache", default="/tmp/dupflow-bench", help="dataset cache (generate.cached_dataset)")
     args = ap.parse_args(argv)
     paths = image_files(str(cached_dataset(args.cache, args.n, args.seed)))
-    paths = paths[::max(1, len(paths) // args.limit)][:args.limit]
+    paths = paths[:: max(1, len(paths) // args.limit)][: args.limit]
     found = agreement(paths, args.px)
     print("| files | n | median MSE | share <= 1 | p99 | max |\n| --- | ---: | ---: | ---: | ---: | ---: |")
     for kind, values in sorted(found["mses"].items()):
         m = np.array(values)
-        print(f"| {kind} | {len(m)} | {np.median(m):.3f} | {(m <= 1).mean():.3f} | "
-              f"{np.percentile(m, 99):.2f} | {m.max():.2f} |")
+        print(
+            f"| {kind} | {len(m)} | {np.median(m):.3f} | {(m <= 1).mean():.3f} | "
+            f"{np.percentile(m, 99):.2f} | {m.max():.2f} |"
+        )
     print("ms per image: " + ", ".join(f"{k} {v:.2f}" for k, v in found["ms_per_image"].items()))
     return 0
 

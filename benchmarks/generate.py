@@ -22,6 +22,7 @@ GENERATOR_VERSION) under the same Pillow/zlib/libjpeg: the plan is drawn in the 
 same relative weights), about 4x cheaper to render, for large-N series whose catalog-built timings do not depend
 on the original size (thumbnails are 50x50); dataset.json then has ``"sizes": "small"``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,17 +44,39 @@ DUP_FRACTION = 0.12  # default share of the N files that are planted copies
 
 # (width, height, weight in percent): mostly small/medium, a few large, 4000x3000 about 0.2%.
 SIZES: list[tuple[int, int, float]] = [
-    (320, 240, 14), (240, 320, 4), (480, 360, 14), (360, 480, 5), (640, 480, 18), (480, 640, 6),
-    (800, 600, 12), (600, 800, 4), (1024, 768, 8), (768, 1024, 3), (1280, 960, 5), (960, 1280, 2),
-    (640, 640, 3), (1280, 720, 1.3), (2048, 1536, 0.5), (4000, 3000, 0.2),
+    (320, 240, 14),
+    (240, 320, 4),
+    (480, 360, 14),
+    (360, 480, 5),
+    (640, 480, 18),
+    (480, 640, 6),
+    (800, 600, 12),
+    (600, 800, 4),
+    (1024, 768, 8),
+    (768, 1024, 3),
+    (1280, 960, 5),
+    (960, 1280, 2),
+    (640, 640, 3),
+    (1280, 720, 1.3),
+    (2048, 1536, 0.5),
+    (4000, 3000, 0.2),
 ]
-SMALL_SIZES: list[tuple[int, int, float]] = [s for s in SIZES if s[:2] in {(320, 240), (240, 320), (480, 360),
-                                                                       (360, 480)}]
+SMALL_SIZES: list[tuple[int, int, float]] = [
+    s for s in SIZES if s[:2] in {(320, 240), (240, 320), (480, 360), (360, 480)}
+]
 
 # planted kind -> weight in percent of the planted copies
 KINDS: dict[str, float] = {
-    "byte_copy": 14, "jpeg_requality": 14, "png_resave": 8, "resize_50": 7, "resize_75": 7,
-    "rot90": 7, "rot180": 7, "rot270": 7, "crop": 12, "brightness": 17,
+    "byte_copy": 14,
+    "jpeg_requality": 14,
+    "png_resave": 8,
+    "resize_50": 7,
+    "resize_75": 7,
+    "rot90": 7,
+    "rot180": 7,
+    "rot270": 7,
+    "crop": 12,
+    "brightness": 17,
 }
 
 PNG_FRACTION = 0.10
@@ -137,8 +160,16 @@ def plan(n: int, seed: int, dup_fraction: float = DUP_FRACTION, small: bool = Fa
     for i in range(n_orig):
         w, h, _ = sizes[size_idx[i]]
         fmt = "PNG" if is_png[i] else "JPEG"
-        originals.append((i, f"photos/roll_{i // ROLL_SIZE:03d}/IMG_{i:06d}{_extension(fmt)}", w, h, fmt,
-                          int(qualities[i])))
+        originals.append(
+            (
+                i,
+                f"photos/roll_{i // ROLL_SIZE:03d}/IMG_{i:06d}{_extension(fmt)}",
+                w,
+                h,
+                fmt,
+                int(qualities[i]),
+            )
+        )
     for k, (src, kind_i) in enumerate(zip(sources.tolist(), kinds.tolist())):
         kind = kind_names[kind_i]
         _, _, _, _, fmt, quality = originals[src]
@@ -159,7 +190,10 @@ def _draw_objects(img: Image.Image, rng: np.random.Generator) -> None:
     draw = ImageDraw.Draw(img)
     for _ in range(int(rng.integers(3, 12))):
         scale = rng.uniform(0.05, 0.5)
-        cw, ch = max(2, int(width * scale * rng.uniform(0.5, 1.5))), max(2, int(height * scale * rng.uniform(0.5, 1.5)))
+        cw, ch = (
+            max(2, int(width * scale * rng.uniform(0.5, 1.5))),
+            max(2, int(height * scale * rng.uniform(0.5, 1.5))),
+        )
         x0, y0 = int(rng.integers(-cw // 2, width)), int(rng.integers(-ch // 2, height))
         colour = tuple(int(c) for c in rng.integers(0, 256, 3))
         shape = int(rng.integers(0, 3))
@@ -223,8 +257,11 @@ def derive(img: Image.Image, copy: Copy) -> Image.Image:
         w, h = img.size
         return img.resize((max(1, round(w * param)), max(1, round(h * param))), resample=Image.LANCZOS)
     if kind in ("rot90", "rot180", "rot270"):
-        op = {"rot90": Image.Transpose.ROTATE_90, "rot180": Image.Transpose.ROTATE_180,
-              "rot270": Image.Transpose.ROTATE_270}[kind]
+        op = {
+            "rot90": Image.Transpose.ROTATE_90,
+            "rot180": Image.Transpose.ROTATE_180,
+            "rot270": Image.Transpose.ROTATE_270,
+        }[kind]
         return img.transpose(op)
     if kind == "crop":
         w, h = img.size
@@ -266,7 +303,9 @@ def make_original(job: tuple[str, int, Original]) -> int:
 
 def ground_truth(originals: Iterable[Original]) -> list[dict]:
     """The planted pairs {a: original, b: copy, kind, param}, sorted by copy path."""
-    pairs = [{"a": o.path, "b": c.path, "kind": c.kind, "param": c.param} for o in originals for c in o.copies]
+    pairs = [
+        {"a": o.path, "b": c.path, "kind": c.kind, "param": c.param} for o in originals for c in o.copies
+    ]
     return sorted(pairs, key=lambda p: p["b"])
 
 
@@ -284,14 +323,27 @@ def describe(originals: list[Original], n: int, seed: int, dup_fraction: float, 
     info = {"generator_version": GENERATOR_VERSION, "n": n, "seed": seed, "dup_fraction": dup_fraction}
     if small:
         info["sizes"] = "small"
-    return {**info, "originals": len(originals), "copies": sum(kinds.values()),
-            "png_originals": sum(o.fmt == "PNG" for o in originals),
-            "copies_per_kind": dict(sorted(kinds.items())), "originals_per_size": dict(sorted(sizes.items())),
-            "pillow": Image.__version__, "numpy": np.__version__}
+    return {
+        **info,
+        "originals": len(originals),
+        "copies": sum(kinds.values()),
+        "png_originals": sum(o.fmt == "PNG" for o in originals),
+        "copies_per_kind": dict(sorted(kinds.items())),
+        "originals_per_size": dict(sorted(sizes.items())),
+        "pillow": Image.__version__,
+        "numpy": np.__version__,
+    }
 
 
-def generate(out_dir: str, n: int, seed: int = 0, dup_fraction: float = DUP_FRACTION, processes: int = 2,
-             progress: bool = False, small: bool = False) -> dict:
+def generate(
+    out_dir: str,
+    n: int,
+    seed: int = 0,
+    dup_fraction: float = DUP_FRACTION,
+    processes: int = 2,
+    progress: bool = False,
+    small: bool = False,
+) -> dict:
     """Generate the dataset into out_dir (which must be empty or missing); return dataset.json's content."""
     if os.path.isdir(out_dir) and os.listdir(out_dir):
         raise FileExistsError(f"{out_dir} is not empty")
@@ -330,8 +382,13 @@ def cached_dataset(cache_root: str, n: int, seed: int = 0, processes: int = 2, s
     if os.path.isfile(meta):
         with open(meta, encoding="utf-8") as handle:
             info = json.load(handle)
-        if (info.get("generator_version"), info.get("n"), info.get("seed"), info.get("dup_fraction"),
-                info.get("sizes", "all")) == (GENERATOR_VERSION, n, seed, DUP_FRACTION, "small" if small else "all"):
+        if (
+            info.get("generator_version"),
+            info.get("n"),
+            info.get("seed"),
+            info.get("dup_fraction"),
+            info.get("sizes", "all"),
+        ) == (GENERATOR_VERSION, n, seed, DUP_FRACTION, "small" if small else "all"):
             return folder
         shutil.rmtree(folder)  # a dataset of ours from another generator version
     elif os.path.exists(folder):
@@ -339,7 +396,10 @@ def cached_dataset(cache_root: str, n: int, seed: int = 0, processes: int = 2, s
     partial = folder + ".partial"
     shutil.rmtree(partial, ignore_errors=True)
     t0 = time.perf_counter()
-    print(f"generating {n} images (seed {seed}{', small sizes' if small else ''}) into {folder} ...", file=sys.stderr)
+    print(
+        f"generating {n} images (seed {seed}{', small sizes' if small else ''}) into {folder} ...",
+        file=sys.stderr,
+    )
     generate(partial, n, seed, processes=processes, progress=True, small=small)
     os.rename(partial, folder)
     print(f"  done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
@@ -352,22 +412,38 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out_dir")
     ap.add_argument("-n", type=int, default=2000, help="number of image files (default 2000)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--dup-fraction", type=float, default=DUP_FRACTION,
-                    help="share of files that are planted copies (default %(default)s)")
+    ap.add_argument(
+        "--dup-fraction",
+        type=float,
+        default=DUP_FRACTION,
+        help="share of files that are planted copies (default %(default)s)",
+    )
     ap.add_argument("--processes", type=int, default=2)
-    ap.add_argument("--small", action="store_true",
-                    help="originals in the four smallest sizes only (320x240, 240x320, 480x360, 360x480)")
+    ap.add_argument(
+        "--small",
+        action="store_true",
+        help="originals in the four smallest sizes only (320x240, 240x320, 480x360, 360x480)",
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
-        info = generate(args.out_dir, args.n, args.seed, args.dup_fraction, args.processes, progress=True,
-                        small=args.small)
+        info = generate(
+            args.out_dir,
+            args.n,
+            args.seed,
+            args.dup_fraction,
+            args.processes,
+            progress=True,
+            small=args.small,
+        )
     except (FileExistsError, ValueError) as exc:
         print(f"generate.py: error: {exc}", file=sys.stderr)
         return 2
     seconds = time.perf_counter() - t0
-    print(f"{args.n} images ({info['originals']} originals, {info['copies']} planted copies, "
-          f"{info['bytes'] / 2**20:.0f} MiB) in {seconds:.1f} s -> {args.out_dir}")
+    print(
+        f"{args.n} images ({info['originals']} originals, {info['copies']} planted copies, "
+        f"{info['bytes'] / 2**20:.0f} MiB) in {seconds:.1f} s -> {args.out_dir}"
+    )
     return 0
 
 

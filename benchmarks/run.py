@@ -31,6 +31,7 @@ A tool killed at its time limit is reported as "not finished after L s" (with th
 Raw figures (and versions, load average, commands) go to a JSON file (``--json``, default under the work dir).
 The machine should be otherwise idle: the script warns when the load average is high at the start.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,7 +69,7 @@ class Measurement:
     samples: int
     timed_out: bool
     log: str
-    peak_root_rss: int = 0   # the largest RSS of the started process alone
+    peak_root_rss: int = 0  # the largest RSS of the started process alone
     peak_child_rss: int = 0  # the largest RSS any single descendant (a Dask worker, a pool process) reached
 
 
@@ -161,8 +162,15 @@ def measure(cmd: list[str], cwd: str, limit_s: float, log_path: str, env: dict |
     """Run cmd in its own session with stdout+stderr to log_path; time it, poll tree RSS, kill it at limit_s."""
     with open(log_path, "wb") as log:
         t0 = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                                start_new_session=True, env=env)
+        proc = subprocess.Popen(
+            cmd,
+            cwd=cwd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            env=env,
+        )
         sampler = TreeSampler(proc.pid)
         sampler.start()
         timed_out = False
@@ -176,8 +184,16 @@ def measure(cmd: list[str], cwd: str, limit_s: float, log_path: str, env: dict |
         sampler.stopped.set()
         sampler.join()
         _kill_group(proc.pid)  # stragglers (orphaned workers) of a finished run
-    return Measurement(None if timed_out else proc.returncode, wall, sampler.peak, sampler.samples, timed_out,
-                       log_path, sampler.peak_root, sampler.peak_child)
+    return Measurement(
+        None if timed_out else proc.returncode,
+        wall,
+        sampler.peak,
+        sampler.samples,
+        timed_out,
+        log_path,
+        sampler.peak_root,
+        sampler.peak_child,
+    )
 
 
 def _tail(path: str, lines: int = 5) -> str:
@@ -193,7 +209,9 @@ def _tail(path: str, lines: int = 5) -> str:
 # commands
 
 
-def dupflow_cmd(bin_path: str, data: str, out: str, catalog: str, mode: str, same_dim: bool, decode: str) -> list[str]:
+def dupflow_cmd(
+    bin_path: str, data: str, out: str, catalog: str, mode: str, same_dim: bool, decode: str
+) -> list[str]:
     """The dupflow command line for one run."""
     cmd = [bin_path, data, "-Z", out, "-p", "false", "--catalog", catalog]
     if mode == "similar":
@@ -252,14 +270,17 @@ class UnionFind:
 def relative(path: str, root: str) -> str:
     """A tool's reported path, relative to the dataset root and '/'-separated."""
     if path.startswith("file://"):
-        path = path[len("file://"):]
+        path = path[len("file://") :]
     return os.path.relpath(os.path.realpath(path), os.path.realpath(root)).replace(os.sep, "/")
 
 
 def links_from_result(result: dict, root: str) -> list[tuple[str, str]]:
     """(primary, match) links of a difPy-format result {primary: [[match, mse], ...]}."""
-    return [(relative(primary, root), relative(match[0], root))
-            for primary, matches in result.items() for match in matches]
+    return [
+        (relative(primary, root), relative(match[0], root))
+        for primary, matches in result.items()
+        for match in matches
+    ]
 
 
 def links_from_groups(groups: Iterable[list[str]], root: str) -> list[tuple[str, str]]:
@@ -288,10 +309,13 @@ def score(links: list[tuple[str, str]], truth: list[dict]) -> dict:
     total_hits = sum(h for h, _ in hits.values())
     correct = sum(family.find(a) == family.find(b) for a, b in links)
     groups = len({found.find(x) for link in links for x in link})
-    return {"recall": total_hits / len(truth) if truth else None,
-            "precision": correct / len(links) if links else None,
-            "recall_per_kind": {k: h / t for k, (h, t) in sorted(hits.items())},
-            "reported_links": len(links), "groups": groups}
+    return {
+        "recall": total_hits / len(truth) if truth else None,
+        "precision": correct / len(links) if links else None,
+        "recall_per_kind": {k: h / t for k, (h, t) in sorted(hits.items())},
+        "reported_links": len(links),
+        "groups": groups,
+    }
 
 
 def _newest(pattern: str) -> str | None:
@@ -362,14 +386,27 @@ def run_tool(setup: Setup, tool: str, run: str, data: str, n: int, mode: str, tr
         out = os.path.join(out, "groups.json")
         env["XDG_CACHE_HOME"] = os.path.join(setup.work, "out", tag, "xdg-cache")  # no cache reuse, ever
         cmd = czkawka_cmd(setup.python, data, out, mode)
-    row = Row(n, mode, tool, run, setup.same_dim if tool != "czkawka" else False,
-              setup.decode if tool == "dupflow" else "-", cmd, limit_s=limit, load_before=list(os.getloadavg()))
+    row = Row(
+        n,
+        mode,
+        tool,
+        run,
+        setup.same_dim if tool != "czkawka" else False,
+        setup.decode if tool == "dupflow" else "-",
+        cmd,
+        limit_s=limit,
+        load_before=list(os.getloadavg()),
+    )
     try:
         m = measure(cmd, setup.work, limit, os.path.join(setup.work, "logs", f"{tag}.log"), env)
     except OSError as exc:  # the command itself is missing or not executable
         row.status = f"could not start: {exc}"
         return row
-    row.wall_s, row.peak_rss_mib, row.rss_samples = round(m.wall_s, 3), round(m.peak_rss / 2**20, 1), m.samples
+    row.wall_s, row.peak_rss_mib, row.rss_samples = (
+        round(m.wall_s, 3),
+        round(m.peak_rss / 2**20, 1),
+        m.samples,
+    )
     if m.timed_out:
         row.status = f"not finished after {limit:g} s"
         return row
@@ -412,14 +449,18 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 
 def main_table(rows: list[Row]) -> str:
     """The markdown table of one (N, mode) cell."""
-    head = ("| tool | run | wall s | images/s | peak RSS MiB | vs difPy | recall | precision | links | status |\n"
-            "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |")
+    head = (
+        "| tool | run | wall s | images/s | peak RSS MiB | vs difPy | recall | precision | links | status |\n"
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+    )
     lines = [head]
     for r in rows:
-        lines.append(f"| {r.tool} | {r.run} | {_fmt(r.wall_s, '.2f')} | {_fmt(r.images_per_s, '.1f')} | "
-                     f"{_fmt(r.peak_rss_mib, '.0f')} | {r.vs_difpy or '-'} | {_fmt(r.recall)} | "
-                     f"{_fmt(r.precision)} | {r.reported_links if r.reported_links is not None else '-'} | "
-                     f"{r.status} |")
+        lines.append(
+            f"| {r.tool} | {r.run} | {_fmt(r.wall_s, '.2f')} | {_fmt(r.images_per_s, '.1f')} | "
+            f"{_fmt(r.peak_rss_mib, '.0f')} | {r.vs_difpy or '-'} | {_fmt(r.recall)} | "
+            f"{_fmt(r.precision)} | {r.reported_links if r.reported_links is not None else '-'} | "
+            f"{r.status} |"
+        )
     return "\n".join(lines)
 
 
@@ -429,8 +470,10 @@ def kind_table(rows: list[Row], truth: list[dict]) -> str:
     for pair in truth:
         counts[pair["kind"]] = counts.get(pair["kind"], 0) + 1
     scored = [r for r in rows if r.status == "ok"]
-    lines = ["| kind | pairs | " + " | ".join(f"{r.tool} {r.run}" for r in scored) + " |",
-             "| --- | ---: |" + " ---: |" * len(scored)]
+    lines = [
+        "| kind | pairs | " + " | ".join(f"{r.tool} {r.run}" for r in scored) + " |",
+        "| --- | ---: |" + " ---: |" * len(scored),
+    ]
     for kind in sorted(counts):
         cells = " | ".join(_fmt(r.recall_per_kind.get(kind), ".2f") for r in scored)
         lines.append(f"| {kind} | {counts[kind]} | {cells} |")
@@ -440,6 +483,7 @@ def kind_table(rows: list[Row], truth: list[dict]) -> str:
 def versions() -> dict[str, str | None]:
     """Versions of the compared tools and the libraries they share."""
     from importlib.metadata import PackageNotFoundError, version
+
     out: dict[str, str | None] = {"python": platform.python_version()}
     for name in ("dupflow", "difPy", "czkawka", "Pillow", "numpy", "dask", "distributed", "psutil"):
         try:
@@ -451,18 +495,26 @@ def versions() -> dict[str, str | None]:
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     """Command-line options."""
-    ap = argparse.ArgumentParser(description="Time dupflow vs difPy (and czkawka) on generated datasets.",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description="Time dupflow vs difPy (and czkawka) on generated datasets.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     ap.add_argument("-n", type=int, nargs="+", default=[2000], help="dataset sizes (image files)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--mode", nargs="+", choices=("duplicates", "similar"), default=["duplicates"])
-    ap.add_argument("--same-dim", action=argparse.BooleanOptionalAction, default=True,
-                    help="difPy/dupflow same_dim (czkawka has no such option)")
+    ap.add_argument(
+        "--same-dim",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="difPy/dupflow same_dim (czkawka has no such option)",
+    )
     ap.add_argument("--decode", choices=("exact", "fast"), default="exact", help="dupflow's --decode")
     ap.add_argument("--warm", action="store_true", help="also time dupflow rerun on its filled catalog")
     ap.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
     ap.add_argument("--time-limit", type=float, default=600, help="seconds before a run is killed")
-    ap.add_argument("--difpy-limit", type=float, default=None, help="difPy's own limit (default: --time-limit)")
+    ap.add_argument(
+        "--difpy-limit", type=float, default=None, help="difPy's own limit (default: --time-limit)"
+    )
     ap.add_argument("--cache", default="/tmp/dupflow-bench", help="dataset cache folder (N_seed sub-folders)")
     ap.add_argument("--work", default=None, help="tool outputs, catalogs, logs (default: CACHE/work)")
     ap.add_argument("--json", default=None, help="raw figures (default: WORK/results_<timestamp>.json)")
@@ -495,13 +547,30 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(os.path.join(args.work, sub), exist_ok=True)
     load = os.getloadavg()[0]
     if load > 0.5 * (os.cpu_count() or 1):
-        print(f"warning: load average {load:.2f} on {os.cpu_count()} cores: timings will be noisy", file=sys.stderr)
-    setup = Setup(args.work, args.python, args.dupflow_bin, args.same_dim, args.decode, args.time_limit,
-                  args.difpy_limit or args.time_limit)
-    report = {"started": datetime.now().isoformat(timespec="seconds"), "argv": sys.argv[1:],
-              "machine": {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-                          "platform": platform.platform()},
-              "versions": versions(), "cells": []}
+        print(
+            f"warning: load average {load:.2f} on {os.cpu_count()} cores: timings will be noisy",
+            file=sys.stderr,
+        )
+    setup = Setup(
+        args.work,
+        args.python,
+        args.dupflow_bin,
+        args.same_dim,
+        args.decode,
+        args.time_limit,
+        args.difpy_limit or args.time_limit,
+    )
+    report = {
+        "started": datetime.now().isoformat(timespec="seconds"),
+        "argv": sys.argv[1:],
+        "machine": {
+            "cpus": os.cpu_count(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "platform": platform.platform(),
+        },
+        "versions": versions(),
+        "cells": [],
+    }
     json_path = args.json or os.path.join(args.work, f"results_{datetime.now():%Y%m%d%H%M%S}.json")
     for n in args.n:
         data = generate.cached_dataset(args.cache, n, args.seed)
@@ -513,12 +582,23 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"[{n} {mode}] {tool} {run} ...", file=sys.stderr, flush=True)
                 rows.append(run_tool(setup, tool, run, data, n, mode, truth))
             add_ratios(rows)
-            title = (f"### N = {n}, {mode}, same_dim={args.same_dim}, dupflow decode={args.decode} "
-                     f"({len(truth)} planted pairs, seed {args.seed})")
-            print(f"\n{title}\n\n{main_table(rows)}\n\nrecall per planted kind:\n\n{kind_table(rows, truth)}\n",
-                  flush=True)
-            report["cells"].append({"n": n, "mode": mode, "dataset": data, "planted_pairs": len(truth),
-                                    "rows": [asdict(r) for r in rows]})
+            title = (
+                f"### N = {n}, {mode}, same_dim={args.same_dim}, dupflow decode={args.decode} "
+                f"({len(truth)} planted pairs, seed {args.seed})"
+            )
+            print(
+                f"\n{title}\n\n{main_table(rows)}\n\nrecall per planted kind:\n\n{kind_table(rows, truth)}\n",
+                flush=True,
+            )
+            report["cells"].append(
+                {
+                    "n": n,
+                    "mode": mode,
+                    "dataset": data,
+                    "planted_pairs": len(truth),
+                    "rows": [asdict(r) for r in rows],
+                }
+            )
             with open(json_path, "w", encoding="utf-8") as handle:
                 json.dump(report, handle, indent=1)
     print(f"raw figures: {json_path}")

@@ -33,6 +33,7 @@ Figures per run:
 Output: one markdown table (stdout; progress on stderr) and the raw figures in WORK/scaling_<timestamp>.json
 (``--json``). Logs: WORK/logs/<key>_<run>.log; reports: WORK/out/<key>_<run>/.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -52,13 +53,18 @@ sys.path.insert(0, HERE)
 import generate  # noqa: E402  (benchmarks/generate.py)
 import run  # noqa: E402  (benchmarks/run.py: measure, dupflow_cmd, versions)
 
-SMALL_ABOVE = 30000   # default: --small datasets above this N
-COLD_UP_TO = 30000    # default: a cold run up to this N
-PREP_CODE = "import sys, dupflow; dupflow.build(sys.argv[1], catalog=sys.argv[2], show_progress=False).close()"
+SMALL_ABOVE = 30000  # default: --small datasets above this N
+COLD_UP_TO = 30000  # default: a cold run up to this N
+PREP_CODE = (
+    "import sys, dupflow; dupflow.build(sys.argv[1], catalog=sys.argv[2], show_progress=False).close()"
+)
 
 # run kind -> (dupflow mode, same_dim)
-RUNS = {"cold duplicates": ("duplicates", True), "warm duplicates": ("duplicates", True),
-        "warm similar": ("similar", False)}
+RUNS = {
+    "cold duplicates": ("duplicates", True),
+    "warm duplicates": ("duplicates", True),
+    "warm similar": ("similar", False),
+}
 
 
 @dataclass
@@ -78,8 +84,8 @@ class Row:
     rss_samples: int | None = None
     files_searched: int | None = None
     matches_found: dict = field(default_factory=dict)
-    dupflow: dict = field(default_factory=dict)       # the stats' "dupflow" section
-    growth: dict = field(default_factory=dict)        # vs the previous N of the same run kind
+    dupflow: dict = field(default_factory=dict)  # the stats' "dupflow" section
+    growth: dict = field(default_factory=dict)  # vs the previous N of the same run kind
     load_before: list[float] = field(default_factory=list)
 
 
@@ -130,10 +136,15 @@ def add_growth(rows: list[Row]) -> None:
         if prev is None or prev.n == row.n:
             continue
         n_ratio = row.n / prev.n
-        growth = {"from_n": prev.n, "n_ratio": round(n_ratio, 4), "n2_ratio": round(n_ratio ** 2, 4),
-                  "wall_ratio": round(row.wall_s / prev.wall_s, 4),
-                  "wall_exponent": round(math.log(row.wall_s / prev.wall_s) / math.log(n_ratio), 3)
-                  if n_ratio != 1 else None}
+        growth = {
+            "from_n": prev.n,
+            "n_ratio": round(n_ratio, 4),
+            "n2_ratio": round(n_ratio**2, 4),
+            "wall_ratio": round(row.wall_s / prev.wall_s, 4),
+            "wall_exponent": round(math.log(row.wall_s / prev.wall_s) / math.log(n_ratio), 3)
+            if n_ratio != 1
+            else None,
+        }
         c_now = row.dupflow.get("search", {}).get("seconds", {}).get("compare")
         c_prev = prev.dupflow.get("search", {}).get("seconds", {}).get("compare")
         if c_now and c_prev:
@@ -150,18 +161,25 @@ def _f(value, spec: str) -> str:
 
 def table(rows: list[Row]) -> str:
     """The markdown table of the whole series."""
-    head = ("| N | images | run | wall s | images/s | peak RSS main MiB | peak per worker MiB | peak tree MiB | "
-            "decoded | reused | decode s | compare s | edges | search on | wall growth (N² growth, exponent) | "
-            "compare growth (exponent) | status |\n"
-            "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- |")
+    head = (
+        "| N | images | run | wall s | images/s | peak RSS main MiB | peak per worker MiB | peak tree MiB | "
+        "decoded | reused | decode s | compare s | edges | search on | wall growth (N² growth, exponent) | "
+        "compare growth (exponent) | status |\n"
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- |"
+    )
     lines = [head]
     for r in rows:
         build = r.dupflow.get("build", {})
         search = r.dupflow.get("search", {})
         g = r.growth
-        wall_g = (f"×{g['wall_ratio']:.2f} vs ×{g['n2_ratio']:.2f} (exp {_f(g['wall_exponent'], '.2f')})"
-                  if g else "-")
-        comp_g = f"×{g['compare_ratio']:.2f} (exp {g['compare_exponent']:.2f})" if g.get("compare_ratio") else "-"
+        wall_g = (
+            f"×{g['wall_ratio']:.2f} vs ×{g['n2_ratio']:.2f} (exp {_f(g['wall_exponent'], '.2f')})"
+            if g
+            else "-"
+        )
+        comp_g = (
+            f"×{g['compare_ratio']:.2f} (exp {g['compare_exponent']:.2f})" if g.get("compare_ratio") else "-"
+        )
         if g.get("note"):
             wall_g += " †"
         lines.append(
@@ -170,25 +188,38 @@ def table(rows: list[Row]) -> str:
             f"{_f(r.peak_tree_mib, '.0f')} | {_f(build.get('decoded'), 'd')} | {_f(build.get('reused'), 'd')} | "
             f"{_f(build.get('seconds', {}).get('decode'), '.2f')} | "
             f"{_f(search.get('seconds', {}).get('compare'), '.2f')} | {_f(search.get('edges'), 'd')} | "
-            f"{(search.get('cluster') or {}).get('kind', '-')} | {wall_g} | {comp_g} | {r.status} |")
+            f"{(search.get('cluster') or {}).get('kind', '-')} | {wall_g} | {comp_g} | {r.status} |"
+        )
     return "\n".join(lines)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    ap = argparse.ArgumentParser(description="dupflow scaling series (wall time, memory, growth with N).",
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description="dupflow scaling series (wall time, memory, growth with N).",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
     ap.add_argument("-n", type=int, nargs="+", default=[10000, 30000, 100000], help="dataset sizes, in order")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--cold", action=argparse.BooleanOptionalAction, default=None,
-                    help=f"time a cold build+search (default: only for N <= {COLD_UP_TO})")
-    ap.add_argument("--small", action=argparse.BooleanOptionalAction, default=None,
-                    help=f"use generate.py --small datasets (default: only for N > {SMALL_ABOVE})")
+    ap.add_argument(
+        "--cold",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"time a cold build+search (default: only for N <= {COLD_UP_TO})",
+    )
+    ap.add_argument(
+        "--small",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help=f"use generate.py --small datasets (default: only for N > {SMALL_ABOVE})",
+    )
     ap.add_argument("--cache", default="/tmp/dupflow-bench", help="dataset cache (generate.cached_dataset)")
     ap.add_argument("--work", default=None, help="catalogs, reports, logs (default: CACHE/work/scaling)")
     ap.add_argument("--json", default=None, help="raw figures (default: WORK/scaling_<timestamp>.json)")
     ap.add_argument("--time-limit", type=float, default=3600, help="seconds before one run is killed")
     ap.add_argument("--gen-processes", type=int, default=2, help="processes generating a missing dataset")
-    ap.add_argument("--python", default=sys.executable, help="interpreter with dupflow installed (prep build)")
+    ap.add_argument(
+        "--python", default=sys.executable, help="interpreter with dupflow installed (prep build)"
+    )
     ap.add_argument("--dupflow-bin", default=None, help="the dupflow command (default: next to --python)")
     args = ap.parse_args(argv)
     args.work = args.work or os.path.join(args.cache, "work", "scaling")
@@ -202,12 +233,23 @@ def main(argv: list[str] | None = None) -> int:
         os.makedirs(os.path.join(args.work, sub), exist_ok=True)
     load = os.getloadavg()[0]
     if load > 0.5 * (os.cpu_count() or 1):
-        print(f"warning: load average {load:.2f} on {os.cpu_count()} cores: timings will be noisy", file=sys.stderr)
+        print(
+            f"warning: load average {load:.2f} on {os.cpu_count()} cores: timings will be noisy",
+            file=sys.stderr,
+        )
     json_path = args.json or os.path.join(args.work, f"scaling_{datetime.now():%Y%m%d%H%M%S}.json")
-    report = {"started": datetime.now().isoformat(timespec="seconds"), "argv": sys.argv[1:],
-              "machine": {"cpus": os.cpu_count(), "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-                          "platform": platform.platform()},
-              "versions": run.versions(), "datasets": {}, "rows": []}
+    report = {
+        "started": datetime.now().isoformat(timespec="seconds"),
+        "argv": sys.argv[1:],
+        "machine": {
+            "cpus": os.cpu_count(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "platform": platform.platform(),
+        },
+        "versions": run.versions(),
+        "datasets": {},
+        "rows": [],
+    }
     rows: list[Row] = []
     notes = []
     for n in args.n:
@@ -216,13 +258,15 @@ def main(argv: list[str] | None = None) -> int:
         data = generate.cached_dataset(args.cache, n, args.seed, args.gen_processes, small=small)
         key = generate.dataset_key(n, args.seed, small)
         if small:
-            notes.append(f"N = {n}: --small dataset ({data}: originals only 320x240, 240x320, 480x360, 360x480); "
-                         "catalog-built (warm) timings do not depend on original size"
-                         + ("; its cold run decodes smaller images than the full size mix" if cold else ""))
+            notes.append(
+                f"N = {n}: --small dataset ({data}: originals only 320x240, 240x320, 480x360, 360x480); "
+                "catalog-built (warm) timings do not depend on original size"
+                + ("; its cold run decodes smaller images than the full size mix" if cold else "")
+            )
             print(notes[-1], file=sys.stderr)
         report["datasets"][str(n)] = {"folder": data, "small": small, "cold": cold}
         catalog = os.path.join(args.work, "catalog", key)
-        ready = catalog + ".complete"   # written once a run has filled the catalog for this dataset
+        ready = catalog + ".complete"  # written once a run has filled the catalog for this dataset
         plan = []
         if cold:
             plan.append("cold duplicates")
@@ -244,8 +288,13 @@ def main(argv: list[str] | None = None) -> int:
                 mode, same_dim = RUNS[kind]
                 cmd = run.dupflow_cmd(args.dupflow_bin, data, out, catalog, mode, same_dim, "exact")
             print(f"[{n}] {kind} ...", file=sys.stderr, flush=True)
-            row = timed(Row(n, small, kind, cmd), args.work, args.time_limit,
-                        os.path.join(args.work, "logs", f"{tag}.log"), out)
+            row = timed(
+                Row(n, small, kind, cmd),
+                args.work,
+                args.time_limit,
+                os.path.join(args.work, "logs", f"{tag}.log"),
+                out,
+            )
             if row.status == "ok" and kind in ("cold duplicates", "prep build"):
                 open(ready, "w").close()
             if row.status == "ok" and kind.startswith("warm") and row.dupflow.get("build", {}).get("decoded"):
@@ -257,17 +306,23 @@ def main(argv: list[str] | None = None) -> int:
             report["notes"] = notes
             with open(json_path, "w", encoding="utf-8") as handle:
                 json.dump(report, handle, indent=1)
-    title = (f"### dupflow scaling, seed {args.seed}, {os.cpu_count()} cores "
-             f"(duplicates: same_dim on; similar: MSE <= 5, rotations on, -dim false)")
+    title = (
+        f"### dupflow scaling, seed {args.seed}, {os.cpu_count()} cores "
+        f"(duplicates: same_dim on; similar: MSE <= 5, rotations on, -dim false)"
+    )
     print(f"\n{title}\n")
     for note in notes:
         print(f"- {note}")
     if any(r.growth.get("note") for r in rows):
         print("- † growth across datasets of different image-size mixes")
-    print("- peak per worker: largest RSS of any single child process; '-' = none was started (dupflow ran "
-          "the work in threads of the main process, 'search on' = local threads)")
-    print("- growth: wall(N) / wall(previous N) vs (N / previous N)^2 (brute force); exponent = "
-          "log(time ratio) / log(N ratio)")
+    print(
+        "- peak per worker: largest RSS of any single child process; '-' = none was started (dupflow ran "
+        "the work in threads of the main process, 'search on' = local threads)"
+    )
+    print(
+        "- growth: wall(N) / wall(previous N) vs (N / previous N)^2 (brute force); exponent = "
+        "log(time ratio) / log(N ratio)"
+    )
     print(f"\n{table(rows)}\n")
     print(f"raw figures: {json_path}")
     return 0 if all(r.status.startswith("ok") for r in rows) else 1

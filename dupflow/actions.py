@@ -1,4 +1,5 @@
 """move_to / delete / undo: journaled first, never overwrite, never remove a primary or a changed file."""
+
 from __future__ import annotations
 
 import json
@@ -19,6 +20,7 @@ log = logging.getLogger("dupflow")
 @dataclass(frozen=True)
 class Removal:
     """A lower-quality file as scanned, and the primary that keeps its content."""
+
     path: str
     url: str
     size: int
@@ -50,7 +52,9 @@ class Journal:
                 continue
         else:
             raise FileExistsError(f"no free journal name in {folder}")
-        self.write({"journal": "dupflow", "version": 1, "action": action, "created": datetime.now().isoformat()})
+        self.write(
+            {"journal": "dupflow", "version": 1, "action": action, "created": datetime.now().isoformat()}
+        )
 
     def write(self, record: dict) -> None:
         self._handle.write(json.dumps(record) + "\n")
@@ -95,8 +99,14 @@ def safe_to_remove(item: Removal, roots: list[str], primaries: set[str], storage
     return None
 
 
-def _vet(items: list[Removal], roots: list[str], primaries: set[str], storage_options: dict, journal: Journal,
-         verb: str) -> list[Removal]:
+def _vet(
+    items: list[Removal],
+    roots: list[str],
+    primaries: set[str],
+    storage_options: dict,
+    journal: Journal,
+    verb: str,
+) -> list[Removal]:
     """The items safe to remove; each refusal is logged and journaled with its reason."""
     safe = []
     for item in items:
@@ -138,7 +148,7 @@ def _move_one(source: str, target: str, storage_options: dict) -> None:
     if not _is_remote(source) and not _is_remote(target):
         os.makedirs(os.path.dirname(target), exist_ok=True)
         try:
-            os.link(source, target)      # fails if target exists: no overwrite, even in a race
+            os.link(source, target)  # fails if target exists: no overwrite, even in a race
         except FileExistsError:
             raise
         except OSError:  # another device, or links not allowed: copy into a new file instead
@@ -153,7 +163,7 @@ def _move_one(source: str, target: str, storage_options: dict) -> None:
     dst_fs.makedirs(posixpath.dirname(dst_path), exist_ok=True)
     copied = _copy_exclusive(src_fs, src_path, dst_fs, dst_path)
     if dst_fs.size(dst_path) != copied or src_fs.size(src_path) != copied:
-        dst_fs.rm_file(dst_path)   # our own copy (created exclusively just now), not to be trusted
+        dst_fs.rm_file(dst_path)  # our own copy (created exclusively just now), not to be trusted
         raise OSError(f"copy of {source} is incomplete")
     src_fs.rm_file(src_path)
 
@@ -177,7 +187,7 @@ def _copy_exclusive(src_fs, src_path: str, dst_fs, dst_path: str) -> int:
             while chunk := src.read(COPY_CHUNK):
                 dst.write(chunk)
                 copied += len(chunk)
-        dst.close()   # object stores publish the object here, and refuse if one appeared meanwhile
+        dst.close()  # object stores publish the object here, and refuse if one appeared meanwhile
     except BaseException:
         _abandon(dst, dst_fs, dst_path)
         raise
@@ -188,11 +198,12 @@ def _abandon(handle, fs, path: str) -> None:
     """Throw away a half-made copy: an upload is cancelled before it publishes anything; a local or
     in-memory file (made by our exclusive open, so ours) is removed."""
     from fsspec.spec import AbstractBufferedFile
+
     if isinstance(handle, AbstractBufferedFile):
         try:
-            handle.discard()          # s3fs aborts its multipart upload, gcsfs its resumable one
+            handle.discard()  # s3fs aborts its multipart upload, gcsfs its resumable one
         finally:
-            handle.closed = True      # so that close() never commits what was buffered
+            handle.closed = True  # so that close() never commits what was buffered
         return
     try:
         handle.close()
@@ -203,8 +214,14 @@ def _abandon(handle, fs, path: str) -> None:
             pass
 
 
-def move_files(items: list[Removal], destination: str, roots: list[str], primaries: set[str],
-               storage_options: dict, journal_folder: str | None = None) -> tuple[dict[str, str], str]:
+def move_files(
+    items: list[Removal],
+    destination: str,
+    roots: list[str],
+    primaries: set[str],
+    storage_options: dict,
+    journal_folder: str | None = None,
+) -> tuple[dict[str, str], str]:
     """Move each safe file into destination; returns {old path: new path} and the journal path."""
     folder = destination.rstrip("/") if _is_remote(destination) else os.path.normpath(destination)
     target_root = folder if _is_remote(folder) else os.path.abspath(folder)
@@ -212,45 +229,61 @@ def move_files(items: list[Removal], destination: str, roots: list[str], primari
     try:
         fs.makedirs(root_path, exist_ok=True)
     except OSError:  # difPy's message when the destination cannot be created
-        raise ParameterError(f'Invalid value for "move_to" parameter: "{destination}" does not exist.') from None
+        raise ParameterError(
+            f'Invalid value for "move_to" parameter: "{destination}" does not exist.'
+        ) from None
     journal = Journal("move", journal_folder)
     plan, taken = [], set()
     for item in _vet(items, roots, primaries, storage_options, journal, "moving"):
         name = item.url.rstrip("/").rsplit("/", 1)[-1]
         target = _unique_target(target_root, name, taken, storage_options)
-        journal.write({"op": "plan", "source": item.url, "destination": target,
-                       "size": item.size, "stamp": item.stamp})
+        journal.write(
+            {"op": "plan", "source": item.url, "destination": target, "size": item.size, "stamp": item.stamp}
+        )
         plan.append((item, target))
     moved = {}
     for item, target in plan:
         try:
             _move_one(item.url, target, storage_options)
         except Exception as exc:
-            warnings.warn(f"Could not move file: {item.path} ({exc})")
+            warnings.warn(f"Could not move file: {item.path} ({exc})", stacklevel=2)
             continue
         journal.write({"op": "done", "source": item.url, "destination": target})
-        moved[item.path] = _join(folder, target.rsplit("/", 1)[-1] if _is_remote(target)
-                                 else os.path.basename(target))
+        moved[item.path] = _join(
+            folder, target.rsplit("/", 1)[-1] if _is_remote(target) else os.path.basename(target)
+        )
     journal.close()
     return moved, journal.path
 
 
-def delete_files(items: list[Removal], roots: list[str], primaries: set[str], storage_options: dict,
-                 journal_folder: str | None = None) -> tuple[int, str]:
+def delete_files(
+    items: list[Removal],
+    roots: list[str],
+    primaries: set[str],
+    storage_options: dict,
+    journal_folder: str | None = None,
+) -> tuple[int, str]:
     """Delete each safe file; returns how many were deleted and the journal path."""
     journal = Journal("delete", journal_folder)
     safe = []
     for item in _vet(items, roots, primaries, storage_options, journal, "deleting"):
-        journal.write({"op": "plan", "source": item.url, "size": item.size, "stamp": item.stamp,
-                       "kept": item.primary_url})
+        journal.write(
+            {
+                "op": "plan",
+                "source": item.url,
+                "size": item.size,
+                "stamp": item.stamp,
+                "kept": item.primary_url,
+            }
+        )
         safe.append(item)
     deleted = 0
     for item in safe:
         try:
             fs, path = filesystem(item.url, storage_options)
-            fs.rm_file(path)   # one literal path: rm() would expand `[`, `*`, `?` as a pattern
+            fs.rm_file(path)  # one literal path: rm() would expand `[`, `*`, `?` as a pattern
         except Exception as exc:
-            warnings.warn(f"Could not delete file: {item.path} ({exc})")
+            warnings.warn(f"Could not delete file: {item.path} ({exc})", stacklevel=2)
             continue
         journal.write({"op": "done", "source": item.url})
         deleted += 1

@@ -8,6 +8,7 @@ Shards and index files are only ever added, each appearing whole: locally writte
 name and renamed, on object stores written with one PUT. A run killed mid-write or two runs at once
 leave a usable catalog; shards carry page checksums, verified before their rows are reused.
 """
+
 from __future__ import annotations
 
 import os
@@ -16,21 +17,32 @@ import uuid
 from dataclasses import dataclass
 
 import numpy as np
+import PIL
 import pyarrow as pa
 import pyarrow.parquet as pq
-import PIL
 
 from .kernels import GRID
 from .sources import filesystem
 
-INDEX_SCHEMA = pa.schema([
-    ("url", pa.string()), ("size", pa.int64()), ("stamp", pa.string()),
-    ("shard", pa.string()), ("row", pa.int32()), ("width", pa.int32()), ("height", pa.int32()),
-    ("hash", pa.binary(16)), ("hash_turned", pa.binary(16)),
-    ("sum_r", pa.int64()), ("sum_g", pa.int64()), ("sum_b", pa.int64()), ("error", pa.string()),
-])
-ROW_GROUP = 128   # rows per Parquet row group: a few rows can be read without the whole shard
-GRID_DTYPE = np.dtype("<i4")   # block sums of a tensor's coarse grid (see kernels.grid_sums)
+INDEX_SCHEMA = pa.schema(
+    [
+        ("url", pa.string()),
+        ("size", pa.int64()),
+        ("stamp", pa.string()),
+        ("shard", pa.string()),
+        ("row", pa.int32()),
+        ("width", pa.int32()),
+        ("height", pa.int32()),
+        ("hash", pa.binary(16)),
+        ("hash_turned", pa.binary(16)),
+        ("sum_r", pa.int64()),
+        ("sum_g", pa.int64()),
+        ("sum_b", pa.int64()),
+        ("error", pa.string()),
+    ]
+)
+ROW_GROUP = 128  # rows per Parquet row group: a few rows can be read without the whole shard
+GRID_DTYPE = np.dtype("<i4")  # block sums of a tensor's coarse grid (see kernels.grid_sums)
 GRID_BYTES = GRID * GRID * 3 * GRID_DTYPE.itemsize
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss", "memory"}
 
@@ -49,6 +61,7 @@ def namespace(root: str, px_size: int, mode: str) -> str:
 @dataclass(frozen=True)
 class CatalogRef:
     """Where a catalog namespace lives; small and picklable, so workers can open it themselves."""
+
     url: str
     storage_options: dict
 
@@ -63,17 +76,17 @@ class CatalogRef:
         temporary name, then a rename.
         """
         fs, base = self.fs()
-        name = f"{time.time_ns():020d}-{uuid.uuid4().hex}.parquet"   # names sort oldest first
+        name = f"{time.time_ns():020d}-{uuid.uuid4().hex}.parquet"  # names sort oldest first
         final = f"{base}/{folder}/{name}"
         # tensors barely compress: storing them plain makes reads a copy, not a decompression
         compression = {c: ("none" if c == "tensor" else "zstd") for c in table.column_names}
         options = dict(compression=compression, row_group_size=ROW_GROUP, write_page_checksum=True)
         if self.on_object_store:
-            sink = pa.BufferOutputStream()   # whole in memory: one PUT (or one multipart upload) of it
+            sink = pa.BufferOutputStream()  # whole in memory: one PUT (or one multipart upload) of it
             pq.write_table(table, sink, **options)
             try:
                 fs.pipe_file(final, sink.getvalue().to_pybytes())
-            except FileNotFoundError as exc:   # drivers say "bucket does not exist" without naming it
+            except FileNotFoundError as exc:  # drivers say "bucket does not exist" without naming it
                 raise FileNotFoundError(f'Catalog "{base}" cannot be written: {exc}') from None
             return name
         fs.makedirs(f"{base}/{folder}", exist_ok=True)
@@ -109,9 +122,13 @@ class CatalogRef:
 
     def write_shard(self, urls: list[str], tensors: np.ndarray, grids: np.ndarray) -> str:
         """Store decoded tensors (n x d uint8) and their block-sum grids as one new shard; returns its name."""
-        table = pa.table({"url": pa.array(urls, pa.string()),
-                          "tensor": _fixed(tensors.reshape(len(urls), -1)),
-                          "grid": _fixed(grids.astype(GRID_DTYPE).reshape(len(urls), -1))})
+        table = pa.table(
+            {
+                "url": pa.array(urls, pa.string()),
+                "tensor": _fixed(tensors.reshape(len(urls), -1)),
+                "grid": _fixed(grids.astype(GRID_DTYPE).reshape(len(urls), -1)),
+            }
+        )
         return self._write_atomic("shards", table)
 
     def read_rows(self, shard: str, rows: np.ndarray, column: str = "tensor") -> np.ndarray:
@@ -124,10 +141,12 @@ class CatalogRef:
                 sizes = [parquet.metadata.row_group(g).num_rows for g in range(parquet.num_row_groups)]
                 starts = np.concatenate([[0], np.cumsum(sizes)])
                 if rows.size and (rows.min() < 0 or rows.max() >= starts[-1]):
-                    raise CatalogError(f"catalog shard {shard} has {starts[-1]} rows, not {rows.max() + 1}", shard)
+                    raise CatalogError(
+                        f"catalog shard {shard} has {starts[-1]} rows, not {rows.max() + 1}", shard
+                    )
                 groups = np.unique(np.searchsorted(starts, rows, side="right") - 1)
                 table = parquet.read_row_groups(groups.tolist(), columns=[column])
-        except (OSError, pa.ArrowException) as exc:   # missing, truncated, or a page failing its checksum
+        except (OSError, pa.ArrowException) as exc:  # missing, truncated, or a page failing its checksum
             raise CatalogError(f"catalog shard {shard} is missing or damaged ({exc})", shard) from None
         data = _unfixed(table.column(column).combine_chunks())
         # position of each wanted row within the row groups that were read
@@ -143,9 +162,13 @@ class CatalogRef:
             with fs.open(f"{base}/shards/{shard}", "rb") as handle:
                 parquet = pq.ParquetFile(handle, page_checksum_verification=True)
                 schema = parquet.schema_arrow
-                if schema.field("tensor").type != pa.binary(d) or schema.field("grid").type != pa.binary(GRID_BYTES):
+                if schema.field("tensor").type != pa.binary(d) or schema.field("grid").type != pa.binary(
+                    GRID_BYTES
+                ):
                     return False
-                stored = parquet.read(columns=["url", "tensor"]).column("url").to_pylist()  # checks every page
+                stored = (
+                    parquet.read(columns=["url", "tensor"]).column("url").to_pylist()
+                )  # checks every page
         except Exception:  # unreadable for any reason: not to be trusted
             return False
         return all(0 <= r < len(stored) and stored[r] == u for r, u in zip(rows, urls))
@@ -156,10 +179,13 @@ class CatalogRef:
 
     def _index_files(self) -> list[str]:
         fs, base = self.fs()
-        fs.invalidate_cache(f"{base}/index")   # another process may have added files since we last looked
+        fs.invalidate_cache(f"{base}/index")  # another process may have added files since we last looked
         try:
-            return sorted(p for p in fs.ls(f"{base}/index", detail=False)
-                          if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith("."))
+            return sorted(
+                p
+                for p in fs.ls(f"{base}/index", detail=False)
+                if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith(".")
+            )
         except FileNotFoundError:
             return []
 
@@ -205,15 +231,16 @@ def _fixed(values: np.ndarray) -> pa.FixedSizeBinaryArray:
 def _unfixed(column: pa.FixedSizeBinaryArray) -> np.ndarray:
     """A fixed-size binary column as an (n x width) uint8 array (zero copy)."""
     width = column.type.byte_width
-    return np.frombuffer(column.buffers()[1], dtype=np.uint8, count=len(column) * width,
-                         offset=column.offset * width).reshape(len(column), width)
+    return np.frombuffer(
+        column.buffers()[1], dtype=np.uint8, count=len(column) * width, offset=column.offset * width
+    ).reshape(len(column), width)
 
 
 class CatalogError(RuntimeError):
     """The catalog holds something other than what its index says (`shard` names the culprit)."""
 
     def __init__(self, message: str, shard: str | None = None):
-        super().__init__(message, shard)   # both in args, so the error survives pickling between workers
+        super().__init__(message, shard)  # both in args, so the error survives pickling between workers
         self.shard = shard
 
     def __str__(self) -> str:

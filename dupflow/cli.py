@@ -1,4 +1,5 @@
 """The `dupflow` command: difPy's flags and output files, plus dupflow's own long options and `undo`."""
+
 from __future__ import annotations
 
 import argparse
@@ -51,52 +52,148 @@ def _json_object(text: str) -> dict:
 
 def search_parser(prog: str = "dupflow") -> argparse.ArgumentParser:
     """difPy's flags (same short names and meanings) and dupflow's long options."""
-    p = _Parser(prog=prog, formatter_class=argparse.RawDescriptionHelpFormatter,
-                description="Find duplicate and similar images in folders or buckets (difPy-compatible, exact).",
-                epilog="examples:\n"
-                       "  dupflow photos/                         exact duplicates in photos/\n"
-                       "  dupflow -D photos/ archive/ -s similar  near-duplicates across two folders\n"
-                       "  dupflow s3://bucket/raw --storage-options '{\"anon\": false}' -Z report/\n"
-                       "  dupflow photos/ -mv quarantine/         move lower-quality copies (journaled)\n"
-                       "  dupflow undo ~/.local/state/dupflow/journals/dupflow_..._move.jsonl\n\n"
-                       "Writes dupflow_<timestamp>_results.json, _lower_quality.json and _stats.json "
-                       "to the output folder.\nExit status: 0 done, 1 failed, 2 bad usage.")
+    p = _Parser(
+        prog=prog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Find duplicate and similar images in folders or buckets (difPy-compatible, exact).",
+        epilog="examples:\n"
+        "  dupflow photos/                         exact duplicates in photos/\n"
+        "  dupflow -D photos/ archive/ -s similar  near-duplicates across two folders\n"
+        "  dupflow s3://bucket/raw --storage-options '{\"anon\": false}' -Z report/\n"
+        "  dupflow photos/ -mv quarantine/         move lower-quality copies (journaled)\n"
+        "  dupflow undo ~/.local/state/dupflow/journals/dupflow_..._move.jsonl\n\n"
+        "Writes dupflow_<timestamp>_results.json, _lower_quality.json and _stats.json "
+        "to the output folder.\nExit status: 0 done, 1 failed, 2 bad usage.",
+    )
     p.add_argument("paths", nargs="*", metavar="PATH", help="folders, files or fsspec URLs to search")
-    p.add_argument("-D", "--directory", nargs="+", default=[], metavar="PATH",
-                   help="folders, files or URLs to search (difPy's flag; default: the current folder)")
-    p.add_argument("-Z", "--output_directory", default=None, metavar="DIR",
-                   help="where the result files go (created if missing; default: the current folder)")
-    p.add_argument("-r", "--recursive", type=_bool, default=True, metavar="BOOL", help="search sub-folders (default true)")
-    p.add_argument("-i", "--in_folder", type=_bool, default=False, metavar="BOOL",
-                   help="compare only within each input, not across them (default false)")
-    p.add_argument("-le", "--limit_extensions", type=_bool, default=True, metavar="BOOL",
-                   help="only read known image extensions (default true)")
-    p.add_argument("-px", "--px_size", type=_int_or_text, default=50, metavar="N",
-                   help="side of the compared thumbnail, 10..5000 (default 50)")
-    p.add_argument("-s", "--similarity", type=_int_or_text, default="duplicates", metavar="S",
-                   help="'duplicates' (MSE 0), 'similar' (MSE <= 5) or a number >= 0 (default duplicates)")
-    p.add_argument("-ro", "--rotate", type=_bool, default=True, metavar="BOOL",
-                   help="also match images turned by 90, 180 or 270 degrees (default true)")
-    p.add_argument("-dim", "--same_dim", type=_bool, default=True, metavar="BOOL",
-                   help="only compare images of the same width and height (default true)")
+    p.add_argument(
+        "-D",
+        "--directory",
+        nargs="+",
+        default=[],
+        metavar="PATH",
+        help="folders, files or URLs to search (difPy's flag; default: the current folder)",
+    )
+    p.add_argument(
+        "-Z",
+        "--output_directory",
+        default=None,
+        metavar="DIR",
+        help="where the result files go (created if missing; default: the current folder)",
+    )
+    p.add_argument(
+        "-r",
+        "--recursive",
+        type=_bool,
+        default=True,
+        metavar="BOOL",
+        help="search sub-folders (default true)",
+    )
+    p.add_argument(
+        "-i",
+        "--in_folder",
+        type=_bool,
+        default=False,
+        metavar="BOOL",
+        help="compare only within each input, not across them (default false)",
+    )
+    p.add_argument(
+        "-le",
+        "--limit_extensions",
+        type=_bool,
+        default=True,
+        metavar="BOOL",
+        help="only read known image extensions (default true)",
+    )
+    p.add_argument(
+        "-px",
+        "--px_size",
+        type=_int_or_text,
+        default=50,
+        metavar="N",
+        help="side of the compared thumbnail, 10..5000 (default 50)",
+    )
+    p.add_argument(
+        "-s",
+        "--similarity",
+        type=_int_or_text,
+        default="duplicates",
+        metavar="S",
+        help="'duplicates' (MSE 0), 'similar' (MSE <= 5) or a number >= 0 (default duplicates)",
+    )
+    p.add_argument(
+        "-ro",
+        "--rotate",
+        type=_bool,
+        default=True,
+        metavar="BOOL",
+        help="also match images turned by 90, 180 or 270 degrees (default true)",
+    )
+    p.add_argument(
+        "-dim",
+        "--same_dim",
+        type=_bool,
+        default=True,
+        metavar="BOOL",
+        help="only compare images of the same width and height (default true)",
+    )
     p.add_argument("-mv", "--move_to", default=None, metavar="DIR", help="move lower-quality files here")
-    p.add_argument("-d", "--delete", type=_bool, default=False, metavar="BOOL", help="delete lower-quality files")
-    p.add_argument("-sd", "--silent_del", type=_bool, default=False, metavar="BOOL",
-                   help="delete without asking (default false)")
-    p.add_argument("-p", "--show_progress", type=_bool, default=True, metavar="BOOL", help="show progress bars")
-    p.add_argument("-proc", "--processes", type=_int_or_text, default=None, metavar="N",
-                   help="local worker processes (default: all cores)")
-    p.add_argument("-ch", "--chunksize", type=_int_or_text, default=None, metavar="N",
-                   help="images per compare block (default: automatic)")
+    p.add_argument(
+        "-d", "--delete", type=_bool, default=False, metavar="BOOL", help="delete lower-quality files"
+    )
+    p.add_argument(
+        "-sd",
+        "--silent_del",
+        type=_bool,
+        default=False,
+        metavar="BOOL",
+        help="delete without asking (default false)",
+    )
+    p.add_argument(
+        "-p", "--show_progress", type=_bool, default=True, metavar="BOOL", help="show progress bars"
+    )
+    p.add_argument(
+        "-proc",
+        "--processes",
+        type=_int_or_text,
+        default=None,
+        metavar="N",
+        help="local worker processes (default: all cores)",
+    )
+    p.add_argument(
+        "-ch",
+        "--chunksize",
+        type=_int_or_text,
+        default=None,
+        metavar="N",
+        help="images per compare block (default: automatic)",
+    )
     p.add_argument("-la", "--lazy", type=_bool, default=None, help=argparse.SUPPRESS)
-    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
-                   help="use a running Dask scheduler, e.g. tcp://scheduler:8786 (default: a local cluster)")
-    p.add_argument("--catalog", default=None, metavar="PATH_OR_URL",
-                   help="where decoded tensors are kept for reruns (default: the user cache folder)")
-    p.add_argument("--storage-options", type=_json_object, default={}, metavar="JSON",
-                   help="fsspec options for remote paths, as a JSON object")
-    p.add_argument("--decode", choices=("exact", "fast"), default="exact",
-                   help="'exact' matches difPy's tensors; 'fast' decodes JPEGs at reduced scale")
+    p.add_argument(
+        "--scheduler",
+        default=None,
+        metavar="ADDRESS",
+        help="use a running Dask scheduler, e.g. tcp://scheduler:8786 (default: a local cluster)",
+    )
+    p.add_argument(
+        "--catalog",
+        default=None,
+        metavar="PATH_OR_URL",
+        help="where decoded tensors are kept for reruns (default: the user cache folder)",
+    )
+    p.add_argument(
+        "--storage-options",
+        type=_json_object,
+        default={},
+        metavar="JSON",
+        help="fsspec options for remote paths, as a JSON object",
+    )
+    p.add_argument(
+        "--decode",
+        choices=("exact", "fast"),
+        default="exact",
+        help="'exact' matches difPy's tensors; 'fast' decodes JPEGs at reduced scale",
+    )
     p.add_argument("--version", action="version", version=f"dupflow {__version__}")
     return p
 
@@ -124,43 +221,84 @@ def run_search(argv: Sequence[str]) -> int:
     from . import api
     from .params import LAZY_RENAMED, ParameterError, ParameterTypeError, validate_build, validate_search
     from .sources import InputNotFound
+
     args = search_parser().parse_intermixed_args(argv)
     if args.lazy is not None:
         raise UsageError(LAZY_RENAMED)
     if args.move_to and args.delete:
-        raise UsageError('"move_to" and "delete" parameter are mutually exclusive. Please select one of them.')
+        raise UsageError(
+            '"move_to" and "delete" parameter are mutually exclusive. Please select one of them.'
+        )
     paths = list(args.paths) + list(args.directory) or [os.getcwd()]
-    options = {"storage_options": args.storage_options, "catalog": args.catalog,
-               "scheduler": args.scheduler, "decode": args.decode}
+    options = {
+        "storage_options": args.storage_options,
+        "catalog": args.catalog,
+        "scheduler": args.scheduler,
+        "decode": args.decode,
+    }
     try:  # every parameter first, in difPy's order, so a usage error never waits for a cluster or a decode
-        validate_build((paths,), args.recursive, args.in_folder, args.limit_extensions, args.px_size,
-                       args.show_progress, args.processes, options)
-        validate_search(args.similarity, args.rotate, args.same_dim, args.show_progress, args.processes,
-                        args.chunksize, {})
+        validate_build(
+            (paths,),
+            args.recursive,
+            args.in_folder,
+            args.limit_extensions,
+            args.px_size,
+            args.show_progress,
+            args.processes,
+            options,
+        )
+        validate_search(
+            args.similarity,
+            args.rotate,
+            args.same_dim,
+            args.show_progress,
+            args.processes,
+            args.chunksize,
+            {},
+        )
     except (ParameterError, ParameterTypeError) as exc:
         raise UsageError(str(exc)) from None
-    if args.move_to and "://" not in args.move_to and os.path.exists(args.move_to) \
-            and not os.path.isdir(args.move_to):
+    if (
+        args.move_to
+        and "://" not in args.move_to
+        and os.path.exists(args.move_to)
+        and not os.path.isdir(args.move_to)
+    ):
         raise UsageError(f'Invalid value for "move_to" parameter: "{args.move_to}" is not a directory.')
     try:
-        dif = api.build(paths, recursive=args.recursive, in_folder=args.in_folder,
-                        limit_extensions=args.limit_extensions, px_size=args.px_size,
-                        show_progress=args.show_progress, processes=args.processes, **options)
+        dif = api.build(
+            paths,
+            recursive=args.recursive,
+            in_folder=args.in_folder,
+            limit_extensions=args.limit_extensions,
+            px_size=args.px_size,
+            show_progress=args.show_progress,
+            processes=args.processes,
+            **options,
+        )
     except (ParameterError, ParameterTypeError, InputNotFound) as exc:
         raise UsageError(str(exc)) from None
     with dif:
         try:
-            found = api.search(dif, similarity=args.similarity, rotate=args.rotate, same_dim=args.same_dim,
-                               show_progress=args.show_progress, processes=args.processes,
-                               chunksize=args.chunksize)
+            found = api.search(
+                dif,
+                similarity=args.similarity,
+                rotate=args.rotate,
+                same_dim=args.same_dim,
+                show_progress=args.show_progress,
+                processes=args.processes,
+                chunksize=args.chunksize,
+            )
         except (ParameterError, ParameterTypeError) as exc:
             raise UsageError(str(exc)) from None
     folder = args.output_directory or os.getcwd()
     names = _write_outputs(folder, found.result, found.lower_quality, found.stats)
     counts = found.stats["process"]["search"]["matches_found"]
-    print(f"{found.stats['process']['search']['files_searched']} images searched: "
-          f"{counts['duplicates']} duplicates, {counts['similar']} similar, "
-          f"{len(found.lower_quality)} lower-quality files.")
+    print(
+        f"{found.stats['process']['search']['files_searched']} images searched: "
+        f"{counts['duplicates']} duplicates, {counts['similar']} similar, "
+        f"{len(found.lower_quality)} lower-quality files."
+    )
     try:
         if args.move_to:
             found.move_to(args.move_to)
@@ -176,6 +314,7 @@ def run_search(argv: Sequence[str]) -> int:
 
 def run_undo(argv: Sequence[str]) -> int:
     from .actions import undo
+
     args = undo_parser().parse_args(argv)
     if not os.path.isfile(args.journal):
         raise UsageError(f'journal "{args.journal}" does not exist')
@@ -183,8 +322,10 @@ def run_undo(argv: Sequence[str]) -> int:
         counts = undo(args.journal, args.storage_options)
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    print(f"restored {counts['restored']} file(s); {counts['skipped']} could not be restored; "
-          f"{counts['not_restorable']} deletion(s) cannot be undone.")
+    print(
+        f"restored {counts['restored']} file(s); {counts['skipped']} could not be restored; "
+        f"{counts['not_restorable']} deletion(s) cannot be undone."
+    )
     return 0
 
 
@@ -195,7 +336,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler.setFormatter(logging.Formatter("dupflow: %(message)s"))
     handler.set_name("dupflow-cli")
     logger = logging.getLogger("dupflow")
-    logger.handlers = [h for h in logger.handlers if h.get_name() != "dupflow-cli"]  # one, even when called again
+    logger.handlers = [
+        h for h in logger.handlers if h.get_name() != "dupflow-cli"
+    ]  # one, even when called again
     logger.addHandler(handler)
     logger.setLevel(logging.WARNING)
     logger.propagate = False

@@ -1,4 +1,5 @@
 """Which Dask cluster runs the work: the user's Client or address, or a local cluster we start and close."""
+
 from __future__ import annotations
 
 import logging
@@ -33,9 +34,9 @@ def _workers_skip_main() -> Iterator[None]:
             setattr(main, key, value)
 
 
-PROCESS_MIN_IMAGES = 2000   # below this, local workers are threads: no process start-up to pay for
-PROCESS_MIN_WORKERS = 4     # with fewer workers, threads measured faster (2 cores: 2,000 photos decode in
-                            # 5.8 s on threads vs 7.4 s on processes; 10,000 fast-decoded 15.5 s vs 17.1 s)
+PROCESS_MIN_IMAGES = 2000  # below this, local workers are threads: no process start-up to pay for
+PROCESS_MIN_WORKERS = 4  # with fewer workers, threads measured faster (2 cores: 2,000 photos decode in
+# 5.8 s on threads vs 7.4 s on processes; 10,000 fast-decoded 15.5 s vs 17.1 s)
 
 
 class Engine:
@@ -47,6 +48,7 @@ class Engine:
 
     def __init__(self, scheduler: Any = None, processes: int = 1, images: int = PROCESS_MIN_IMAGES):
         from distributed import Client, LocalCluster
+
         self._cluster = None
         self._lock = threading.Lock()
         if isinstance(scheduler, Client):
@@ -58,10 +60,13 @@ class Engine:
             warnings.filterwarnings("ignore", message="Port .* is already in use")
             with _workers_skip_main():
                 use_processes = images >= PROCESS_MIN_IMAGES and processes >= PROCESS_MIN_WORKERS
-                self._cluster = LocalCluster(n_workers=processes if use_processes else 1,
-                                             threads_per_worker=1 if use_processes else processes,
-                                             processes=use_processes, dashboard_address=None,
-                                             silence_logs=logging.ERROR)
+                self._cluster = LocalCluster(
+                    n_workers=processes if use_processes else 1,
+                    threads_per_worker=1 if use_processes else processes,
+                    processes=use_processes,
+                    dashboard_address=None,
+                    silence_logs=logging.ERROR,
+                )
             self.client, self.owned = Client(self._cluster), True
             self.kind = "local processes" if use_processes else "local threads"
 
@@ -82,6 +87,7 @@ class Engine:
     def run(self, tasks: Iterable, desc: str, show_progress: bool) -> list:
         """Compute Dask delayed objects on the cluster, in order, with an optional progress bar."""
         from distributed import as_completed
+
         tasks = list(tasks)
         if not tasks:
             return []

@@ -4,6 +4,7 @@ Threshold 0 is a hash join: equal tensors (up to a quarter turn) have equal hash
 class is then checked tensor by tensor. Any other threshold cuts the images into blocks and runs one
 task per block pair, skipping pairs whose brightness ranges alone rule every match out.
 """
+
 from __future__ import annotations
 
 import math
@@ -19,8 +20,8 @@ from .catalog import GRID_DTYPE, CatalogRef
 from .cluster import Engine
 from .ingest import Decoded
 
-BLOCK_BYTES = 16 * 2**20   # tensor bytes per block: bounds a worker's memory, not the number of images
-VERIFY_IMAGES = 4096       # images checked per hash-join task
+BLOCK_BYTES = 16 * 2**20  # tensor bytes per block: bounds a worker's memory, not the number of images
+VERIFY_IMAGES = 4096  # images checked per hash-join task
 
 Edges = tuple[np.ndarray, np.ndarray, np.ndarray]
 
@@ -28,12 +29,13 @@ Edges = tuple[np.ndarray, np.ndarray, np.ndarray]
 @dataclass(frozen=True)
 class Rows:
     """Where some images' tensors live: their file-table positions, shard (by index) and row."""
+
     members: np.ndarray
     shards: tuple[str, ...]
     shard: np.ndarray
     row: np.ndarray
 
-    def subset(self, picks: np.ndarray) -> "Rows":
+    def subset(self, picks: np.ndarray) -> Rows:
         return Rows(self.members[picks], self.shards, self.shard[picks], self.row[picks])
 
 
@@ -48,8 +50,12 @@ def _rows(decoded: Decoded, positions: list[int]) -> Rows:
     """Address the given positions in the catalog."""
     names: dict[str, int] = {}
     shard = np.array([names.setdefault(decoded.shard[p], len(names)) for p in positions], dtype=np.int64)
-    return Rows(np.array(positions, dtype=np.int64), tuple(names), shard,
-                decoded.row[np.array(positions, dtype=np.int64)])
+    return Rows(
+        np.array(positions, dtype=np.int64),
+        tuple(names),
+        shard,
+        decoded.row[np.array(positions, dtype=np.int64)],
+    )
 
 
 def _load(catalog: CatalogRef, rows: Rows, column: str = "tensor") -> np.ndarray:
@@ -73,13 +79,14 @@ def _load_grids(catalog: CatalogRef, rows: Rows, px: int) -> np.ndarray:
 
 # ---- threshold 0: hash join -------------------------------------------------------------------
 
+
 def _split_equal(tensors: np.ndarray, px: int, rotate: bool) -> list[list[int]]:
     """Partition rows into classes of tensors equal up to a quarter turn (or exactly equal)."""
     left = list(range(len(tensors)))
     classes = []
     while left:
         head, rest = left[0], left[1:]
-        forms = kernels.rotations(tensors[head:head + 1], px, rotate)
+        forms = kernels.rotations(tensors[head : head + 1], px, rotate)
         same = [r for r in rest if any(np.array_equal(tensors[r], form[0]) for form in forms)]
         classes.append([head] + same)
         taken = set(same)
@@ -92,7 +99,7 @@ def _verify(catalog: CatalogRef, rows: Rows, sizes: list[int], px: int, rotate: 
     tensors = _load(catalog, rows)
     out, start = [], 0
     for size in sizes:
-        for part in _split_equal(tensors[start:start + size], px, rotate):
+        for part in _split_equal(tensors[start : start + size], px, rotate):
             if len(part) > 1:
                 out.append([int(rows.members[start + k]) for k in part])
         start += size
@@ -111,8 +118,9 @@ def _hash_classes(decoded: Decoded, members: np.ndarray, rotate: bool, same_dim:
     return [c for c in classes.values() if len(c) > 1]
 
 
-def _duplicate_tasks(catalog: CatalogRef, decoded: Decoded, members: np.ndarray, px: int, rotate: bool,
-                     same_dim: bool) -> tuple[list, int]:
+def _duplicate_tasks(
+    catalog: CatalogRef, decoded: Decoded, members: np.ndarray, px: int, rotate: bool, same_dim: bool
+) -> tuple[list, int]:
     """Tasks checking each hash class tensor by tensor, and how many images they read."""
     tasks, batch, sizes, images = [], [], [], 0
     for cls in _hash_classes(decoded, members, rotate, same_dim):
@@ -134,18 +142,29 @@ def _class_edges(results: list[list[list[int]]]) -> Edges:
         for cls in classes:
             for x in range(len(cls)):
                 i.extend(cls[x] for _ in range(len(cls) - x - 1))
-                j.extend(cls[x + 1:])
+                j.extend(cls[x + 1 :])
     return np.array(i, dtype=np.int64), np.array(j, dtype=np.int64), np.zeros(len(i))
 
 
 # ---- threshold > 0: block pairs ---------------------------------------------------------------
 
-def _compare(grids_a: np.ndarray, grids_b: np.ndarray, rows_a: Rows, rows_b: Rows, catalog: CatalogRef,
-             dims_a: np.ndarray | None, dims_b: np.ndarray | None, px: int, rotate: bool, limit: float,
-             same: bool) -> Edges:
+
+def _compare(
+    grids_a: np.ndarray,
+    grids_b: np.ndarray,
+    rows_a: Rows,
+    rows_b: Rows,
+    catalog: CatalogRef,
+    dims_a: np.ndarray | None,
+    dims_b: np.ndarray | None,
+    px: int,
+    rotate: bool,
+    limit: float,
+    same: bool,
+) -> Edges:
     """One block pair: bounds on the grids first, then tensors only for the pairs still in doubt."""
     found = kernels.candidates(grids_a, grids_b, px, rotate, limit, dims_a, dims_b, upper=same)
-    if found is None:       # most pairs survive the bounds: full matrix products are cheaper
+    if found is None:  # most pairs survive the bounds: full matrix products are cheaper
         a = _load(catalog, rows_a)
         b = a if same else _load(catalog, rows_b)
         mask = kernels.same_dim_mask(dims_a, dims_b) if dims_a is not None else None
@@ -161,11 +180,19 @@ def _compare(grids_a: np.ndarray, grids_b: np.ndarray, rows_a: Rows, rows_b: Row
     return rows_a.members[pick_a[i]], rows_b.members[pick_b[j]], sums
 
 
-def _block_tasks(catalog: CatalogRef, decoded: Decoded, members: np.ndarray, px: int, rotate: bool,
-                 same_dim: bool, limit: float, size: int) -> list:
+def _block_tasks(
+    catalog: CatalogRef,
+    decoded: Decoded,
+    members: np.ndarray,
+    px: int,
+    rotate: bool,
+    same_dim: bool,
+    limit: float,
+    size: int,
+) -> list:
     """One task per block pair (i <= j) that the blocks' brightness ranges and sizes do not rule out."""
     order = sorted(members.tolist(), key=lambda p: (decoded.shard[p], decoded.row[p]))
-    blocks = [_rows(decoded, order[s:s + size]) for s in range(0, len(order), size)]
+    blocks = [_rows(decoded, order[s : s + size]) for s in range(0, len(order), size)]
     d = 3 * px * px
     means = decoded.sums.sum(axis=1) / d
     ranges = [(means[b.members].min(), means[b.members].max()) for b in blocks]
@@ -180,15 +207,36 @@ def _block_tasks(catalog: CatalogRef, decoded: Decoded, members: np.ndarray, px:
             gap = max(ranges[y][0] - ranges[x][1], ranges[x][0] - ranges[y][1], 0.0)
             if gap > radius or (same_dim and not shapes[x] & shapes[y]):
                 continue
-            tasks.append(delayed(_compare, pure=True)(
-                grids[x], grids[y], bx, by, catalog, dims[bx.members] if same_dim else None,
-                dims[by.members] if same_dim else None, px, rotate, limit, x == y))
+            tasks.append(
+                delayed(_compare, pure=True)(
+                    grids[x],
+                    grids[y],
+                    bx,
+                    by,
+                    catalog,
+                    dims[bx.members] if same_dim else None,
+                    dims[by.members] if same_dim else None,
+                    px,
+                    rotate,
+                    limit,
+                    x == y,
+                )
+            )
     return tasks
 
 
-def find_edges(catalog: CatalogRef, decoded: Decoded, member_sets: list[np.ndarray], px: int, rotate: bool,
-               same_dim: bool, threshold: float, chunksize: int | None, engine: Callable[[int], Engine],
-               show_progress: bool) -> list[Edges]:
+def find_edges(
+    catalog: CatalogRef,
+    decoded: Decoded,
+    member_sets: list[np.ndarray],
+    px: int,
+    rotate: bool,
+    same_dim: bool,
+    threshold: float,
+    chunksize: int | None,
+    engine: Callable[[int], Engine],
+    show_progress: bool,
+) -> list[Edges]:
     """Every matching pair within each member set, as (i, j, S) arrays per set."""
     limit = kernels.match_limit(threshold, 3 * px * px)
     size = block_size(px, chunksize)
@@ -202,7 +250,7 @@ def find_edges(catalog: CatalogRef, decoded: Decoded, member_sets: list[np.ndarr
     results = engine(images).run(flat, "dupflow comparing", show_progress) if flat else []
     out, start = [], 0
     for tasks in per_set:
-        chunk = results[start:start + len(tasks)]
+        chunk = results[start : start + len(tasks)]
         start += len(tasks)
         if limit == 0:
             out.append(_class_edges(chunk))

@@ -1,4 +1,5 @@
 """One image's bytes -> the px x px x 3 uint8 tensor and its original size (Pillow), errors as messages."""
+
 from __future__ import annotations
 
 import io
@@ -21,12 +22,14 @@ def decode_image(data: bytes, px_size: int, mode: str = "exact") -> tuple[np.nda
 
     `mode="fast"` lets JPEG decode at a reduced DCT scale first (much less work, tensor close to exact).
     """
-    img = Image.open(io.BytesIO(data))       # refuses images over twice Pillow's pixel limit
+    img = Image.open(io.BytesIO(data))  # refuses images over twice Pillow's pixel limit
     width, height = img.size
     limit = Image.MAX_IMAGE_PIXELS
-    if limit and width * height > limit:     # Pillow only warns from 1x to 2x; difPy refuses those too
-        raise Image.DecompressionBombError(f"Image size ({width * height} pixels) exceeds limit of {limit} "
-                                           "pixels, could be decompression bomb DOS attack.")
+    if limit and width * height > limit:  # Pillow only warns from 1x to 2x; difPy refuses those too
+        raise Image.DecompressionBombError(
+            f"Image size ({width * height} pixels) exceeds limit of {limit} "
+            "pixels, could be decompression bomb DOS attack."
+        )
     if mode == "fast" and img.format == "JPEG":
         img.draft("RGB", (2 * px_size, 2 * px_size))
     if img.getbands() != ("R", "G", "B"):

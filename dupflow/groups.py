@@ -1,4 +1,5 @@
 """Stage 5: match edges -> groups (best image first), result dicts and lower_quality."""
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -11,7 +12,9 @@ def quality_order(positions: np.ndarray, pixels: np.ndarray, paths: list[str]) -
     return sorted((int(p) for p in positions), key=lambda p: (int(pixels[p]), paths[p]), reverse=True)
 
 
-def greedy_groups(ranking: list[int], i: np.ndarray, j: np.ndarray, sums: np.ndarray) -> list[tuple[int, list[tuple[int, float]]]]:
+def greedy_groups(
+    ranking: list[int], i: np.ndarray, j: np.ndarray, sums: np.ndarray
+) -> list[tuple[int, list[tuple[int, float]]]]:
     """Walk the ranking; each unplaced image becomes a primary and takes every unplaced image it matches."""
     neighbours: dict[int, list[tuple[int, float]]] = defaultdict(list)
     for a, b, s in zip(i.tolist(), j.tolist(), sums.tolist()):
@@ -30,7 +33,9 @@ def greedy_groups(ranking: list[int], i: np.ndarray, j: np.ndarray, sums: np.nda
     return groups
 
 
-def result_dict(groups: list[tuple[int, list[tuple[int, float]]]], paths: list[str], d: int) -> dict[str, list[list]]:
+def result_dict(
+    groups: list[tuple[int, list[tuple[int, float]]]], paths: list[str], d: int
+) -> dict[str, list[list]]:
     """difPy's result format: {primary: [[match, mse], ...]}, matches by ascending MSE, then path."""
     result = {}
     for primary, taken in groups:

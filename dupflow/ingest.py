@@ -1,4 +1,5 @@
 """Stage 2: a Dask bag reads and decodes the files that the catalog lacks, one shard per partition."""
+
 from __future__ import annotations
 
 import hashlib
@@ -20,26 +21,29 @@ from .sources import Listing, filesystem, under_roots
 
 log = logging.getLogger("dupflow")
 
-SHARD_FILES = 1024     # files per decode partition (one shard each)
-READ_BATCH = 16        # files fetched per request round within a partition
+SHARD_FILES = 1024  # files per decode partition (one shard each)
+READ_BATCH = 16  # files fetched per request round within a partition
 
 
 @dataclass
 class Decoded:
     """Per listed file (in listing order): where its tensor lives, its size, or why it has none."""
+
     shard: list[str | None]
     row: np.ndarray
     width: np.ndarray
     height: np.ndarray
     error: list[str | None]
-    hash: list[bytes | None]          # of the tensor as decoded
-    hash_turned: list[bytes | None]   # the least hash over its four quarter turns: equal iff some turn is equal
-    sums: np.ndarray                  # per-channel sums of the tensor (n x 3 int64)
+    hash: list[bytes | None]  # of the tensor as decoded
+    hash_turned: list[
+        bytes | None
+    ]  # the least hash over its four quarter turns: equal iff some turn is equal
+    sums: np.ndarray  # per-channel sums of the tensor (n x 3 int64)
     decoded: int
     reused: int
     removed: int
 
-    def replace(self, positions: list[int], fresh: "Decoded") -> None:
+    def replace(self, positions: list[int], fresh: Decoded) -> None:
         """Take the rows of `fresh` (decoded for exactly these positions, in order) in their place."""
         for k, i in enumerate(positions):
             self.shard[i], self.error[i] = fresh.shard[k], fresh.error[k]
@@ -88,25 +92,41 @@ def _one_request_each(fs) -> dict:
 def _missing(url: str) -> FileNotFoundError:
     """A clear reason for a listed file that cannot be found when read (drivers often give the bare path)."""
     if url.startswith("memory://"):
-        return FileNotFoundError("File not found by the Dask worker: memory:// files exist only in the process "
-                                 "that wrote them (use a threaded scheduler, or real storage)")
+        return FileNotFoundError(
+            "File not found by the Dask worker: memory:// files exist only in the process "
+            "that wrote them (use a threaded scheduler, or real storage)"
+        )
     return FileNotFoundError("File not found: deleted or moved after it was listed")
 
 
-def _decode_partition(items: list[tuple[str, int, str]], catalog: CatalogRef, storage_options: dict,
-                      px_size: int, mode: str) -> list[dict]:
+def _decode_partition(
+    items: list[tuple[str, int, str]], catalog: CatalogRef, storage_options: dict, px_size: int, mode: str
+) -> list[dict]:
     """Decode one partition, store its tensors as one shard; return its index rows (failures included)."""
     rows: list[dict] = []
     tensors: list[np.ndarray] = []
     ok_urls: list[str] = []
     for start in range(0, len(items), READ_BATCH):
-        batch = items[start:start + READ_BATCH]
+        batch = items[start : start + READ_BATCH]
         fetched = _read_batch([url for url, _, _ in batch], storage_options)
         for url, size, stamp in batch:
             data = fetched[url]
-            row = {"url": url, "size": size, "stamp": stamp, "shard": None, "row": None,
-                   "width": None, "height": None, "hash": None, "hash_turned": None,
-                   "sum_r": None, "sum_g": None, "sum_b": None, "error": None, "cache": True}
+            row = {
+                "url": url,
+                "size": size,
+                "stamp": stamp,
+                "shard": None,
+                "row": None,
+                "width": None,
+                "height": None,
+                "hash": None,
+                "hash_turned": None,
+                "sum_r": None,
+                "sum_g": None,
+                "sum_b": None,
+                "error": None,
+                "cache": True,
+            }
             if isinstance(data, BaseException):
                 row["error"], row["cache"] = error_message(data), False
             else:
@@ -133,8 +153,9 @@ def _decode_partition(items: list[tuple[str, int, str]], catalog: CatalogRef, st
 def summarize(block: np.ndarray, px: int, grids: np.ndarray) -> list[dict]:
     """What the search plans with, per tensor: content hashes (plain, and the least over its four quarter
     turns, equal for two tensors iff some turn makes them equal) and its channel sums (from its grid)."""
-    turned = [block] + [np.ascontiguousarray(t).reshape(len(block), -1)
-                        for t in kernels.rotations(block, px, True)[1:]]
+    turned = [block] + [
+        np.ascontiguousarray(t).reshape(len(block), -1) for t in kernels.rotations(block, px, True)[1:]
+    ]
     sums = grids.sum(axis=(1, 2)).astype(np.int64)
 
     def digest(row: np.ndarray) -> bytes:
@@ -143,8 +164,15 @@ def summarize(block: np.ndarray, px: int, grids: np.ndarray) -> list[dict]:
     out = []
     for k in range(len(block)):
         hashes = [digest(form[k]) for form in turned]
-        out.append({"hash": hashes[0], "hash_turned": min(hashes),
-                    "sum_r": int(sums[k, 0]), "sum_g": int(sums[k, 1]), "sum_b": int(sums[k, 2])})
+        out.append(
+            {
+                "hash": hashes[0],
+                "hash_turned": min(hashes),
+                "sum_r": int(sums[k, 0]),
+                "sum_g": int(sums[k, 1]),
+                "sum_b": int(sums[k, 2]),
+            }
+        )
     return out
 
 
@@ -153,7 +181,9 @@ def _reusable(index: pa.Table, listing: Listing) -> dict[tuple[str, int, str], l
     if index.num_rows == 0:
         return {}
     wanted = set(zip(listing.url, listing.size, listing.stamp))
-    keys = zip(index.column("url").to_pylist(), index.column("size").to_pylist(), index.column("stamp").to_pylist())
+    keys = zip(
+        index.column("url").to_pylist(), index.column("size").to_pylist(), index.column("stamp").to_pylist()
+    )
     hits = [(k, key) for k, key in enumerate(keys) if key in wanted and key[2]]
     found: dict[tuple[str, int, str], list[dict]] = {}
     if hits:
@@ -162,8 +192,9 @@ def _reusable(index: pa.Table, listing: Listing) -> dict[tuple[str, int, str], l
     return found
 
 
-def _trusted(candidates: dict[tuple[str, int, str], list[dict]], catalog: CatalogRef,
-             px_size: int) -> dict[tuple[str, int, str], dict]:
+def _trusted(
+    candidates: dict[tuple[str, int, str], list[dict]], catalog: CatalogRef, px_size: int
+) -> dict[tuple[str, int, str], dict]:
     """For each file, its newest index row whose shard can be trusted; files with none decode again.
 
     Local shards are read whole and checksummed here. On object stores, where that would download the
@@ -177,14 +208,22 @@ def _trusted(candidates: dict[tuple[str, int, str], list[dict]], catalog: Catalo
     while pending:
         by_shard: dict[str, list[tuple[str, int, str]]] = {}
         for key, rows in pending.items():
-            if rows[0]["shard"] is None:            # a cached decode failure: nothing to verify
+            if rows[0]["shard"] is None:  # a cached decode failure: nothing to verify
                 chosen[key] = rows[0]
             else:
                 by_shard.setdefault(rows[0]["shard"], []).append(key)
         for shard, keys in by_shard.items():
             if shard not in verdict:
-                verdict[shard] = shard in present if present is not None else catalog.check_shard(
-                    shard, [pending[k][0]["row"] for k in keys], [k[0] for k in keys], 3 * px_size * px_size)
+                verdict[shard] = (
+                    shard in present
+                    if present is not None
+                    else catalog.check_shard(
+                        shard,
+                        [pending[k][0]["row"] for k in keys],
+                        [k[0] for k in keys],
+                        3 * px_size * px_size,
+                    )
+                )
                 if not verdict[shard]:
                     log.warning("catalog shard %s is missing, damaged or foreign: not reused", shard)
             for key in keys:
@@ -201,8 +240,15 @@ def _removed(index: pa.Table, listing: Listing) -> int:
     return len(gone)
 
 
-def ingest(listing: Listing, catalog: CatalogRef, storage_options: dict, px_size: int, mode: str,
-           engine: Callable[[int], Engine], show_progress: bool) -> Decoded:
+def ingest(
+    listing: Listing,
+    catalog: CatalogRef,
+    storage_options: dict,
+    px_size: int,
+    mode: str,
+    engine: Callable[[int], Engine],
+    show_progress: bool,
+) -> Decoded:
     """Make sure every listed file has a catalog row; decode only what is new or changed."""
     index = catalog.read_index()
     reuse = _trusted(_reusable(index, listing), catalog, px_size)
@@ -212,7 +258,8 @@ def ingest(listing: Listing, catalog: CatalogRef, storage_options: dict, px_size
         cluster = engine(len(todo))
         parts = max(math.ceil(len(todo) / SHARD_FILES), min(len(todo), 4 * cluster.workers))
         bag = db.from_sequence(todo, npartitions=parts).map_partitions(
-            _decode_partition, catalog, storage_options, px_size, mode)
+            _decode_partition, catalog, storage_options, px_size, mode
+        )
         for part in cluster.run(bag.to_delayed(), "dupflow decoding", show_progress):
             for row in part:
                 fresh[row["url"]] = row
@@ -221,9 +268,19 @@ def ingest(listing: Listing, catalog: CatalogRef, storage_options: dict, px_size
             catalog.write_index(pa.Table.from_pylist(cached, schema=INDEX_SCHEMA))
             catalog.compact_index()
     n = len(listing)
-    out = Decoded([None] * n, np.full(n, -1, np.int64), np.zeros(n, np.int64), np.zeros(n, np.int64),
-                  [None] * n, [None] * n, [None] * n, np.zeros((n, 3), np.int64),
-                  decoded=len(todo), reused=n - len(todo), removed=_removed(index, listing))
+    out = Decoded(
+        [None] * n,
+        np.full(n, -1, np.int64),
+        np.zeros(n, np.int64),
+        np.zeros(n, np.int64),
+        [None] * n,
+        [None] * n,
+        [None] * n,
+        np.zeros((n, 3), np.int64),
+        decoded=len(todo),
+        reused=n - len(todo),
+        removed=_removed(index, listing),
+    )
     for i, key in enumerate(zip(listing.url, listing.size, listing.stamp)):
         row = reuse.get(key) or fresh[key[0]]
         if row["error"] is not None:

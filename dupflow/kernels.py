@@ -4,6 +4,7 @@ For uint8 tensors a, b of d values, S(a, b) = sum((a - b)^2) = |a|^2 + |b|^2 - 2
 2^53 for every px_size dupflow accepts (d * 255^2 <= 4.9e12), so float64 products and sums of these
 integers are exact whatever order BLAS adds them in: S is computed exactly, and MSE = S / d.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,8 +55,15 @@ def same_dim_mask(dims_a: np.ndarray, dims_b: np.ndarray) -> np.ndarray:
     return (dims_a[:, None, 0] == dims_b[None, :, 0]) & (dims_a[:, None, 1] == dims_b[None, :, 1])
 
 
-def block_matches(a: np.ndarray, b: np.ndarray, px: int, rotate: bool, limit: float,
-                  mask: np.ndarray | None = None, upper: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def block_matches(
+    a: np.ndarray,
+    b: np.ndarray,
+    px: int,
+    rotate: bool,
+    limit: float,
+    mask: np.ndarray | None = None,
+    upper: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(i, j, S) for every pair of rows within the limit; `upper` keeps i < j (a block against itself)."""
     if mask is not None and not mask.any():
         return no_matches()
@@ -69,9 +77,9 @@ def block_matches(a: np.ndarray, b: np.ndarray, px: int, rotate: bool, limit: fl
     return i, j, sums[i, j]
 
 
-GRID = 5                 # coarse grid side for the block-mean bound
-PAIR_CHUNK = 1 << 16     # candidate pairs handled at once (bounds memory)
-DENSE_FRACTION = 0.25    # above this share of surviving pairs, one matrix product per turn is cheaper
+GRID = 5  # coarse grid side for the block-mean bound
+PAIR_CHUNK = 1 << 16  # candidate pairs handled at once (bounds memory)
+DENSE_FRACTION = 0.25  # above this share of surviving pairs, one matrix product per turn is cheaper
 
 
 def _slack(limit: float) -> float:
@@ -112,14 +120,21 @@ def _exact_sums(a: np.ndarray, turned: np.ndarray, i: np.ndarray, j: np.ndarray)
     out = np.empty(len(i), dtype=np.float64)
     step = max(1, (1 << 23) // a.shape[1])
     for start in range(0, len(i), step):
-        diff = a[i[start:start + step]].astype(np.float64) - turned[j[start:start + step]]
-        out[start:start + step] = np.einsum("ij,ij->i", diff, diff)
+        diff = a[i[start : start + step]].astype(np.float64) - turned[j[start : start + step]]
+        out[start : start + step] = np.einsum("ij,ij->i", diff, diff)
     return out
 
 
-def candidates(grid_a: np.ndarray, grid_b: np.ndarray, px: int, rotate: bool, limit: float,
-               dims_a: np.ndarray | None = None, dims_b: np.ndarray | None = None,
-               upper: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+def candidates(
+    grid_a: np.ndarray,
+    grid_b: np.ndarray,
+    px: int,
+    rotate: bool,
+    limit: float,
+    dims_a: np.ndarray | None = None,
+    dims_b: np.ndarray | None = None,
+    upper: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
     """Pairs (i, j) and the turns (n_pairs x n_turns bool) that no lower bound rules out.
 
     Works on block-sum grids alone (see grid_sums), never on tensors. Bounds, each never above the
@@ -159,8 +174,9 @@ def candidates(grid_a: np.ndarray, grid_b: np.ndarray, px: int, rotate: bool, li
     return i[keep], j[keep], alive[keep]
 
 
-def exact_matches(a: np.ndarray, b: np.ndarray, px: int, limit: float, i: np.ndarray, j: np.ndarray,
-                  alive: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def exact_matches(
+    a: np.ndarray, b: np.ndarray, px: int, limit: float, i: np.ndarray, j: np.ndarray, alive: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact S = min over the live turns of sum((a[i] - turn(b[j]))^2); keep the pairs within the limit."""
     best = np.full(len(i), np.inf)
     for k, turned in enumerate(rotations(b, px, alive.shape[1] > 1)):
@@ -171,13 +187,21 @@ def exact_matches(a: np.ndarray, b: np.ndarray, px: int, limit: float, i: np.nda
     return i[hit], j[hit], best[hit]
 
 
-def pruned_matches(a: np.ndarray, b: np.ndarray, px: int, rotate: bool, limit: float,
-                   dims_a: np.ndarray | None = None, dims_b: np.ndarray | None = None,
-                   upper: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def pruned_matches(
+    a: np.ndarray,
+    b: np.ndarray,
+    px: int,
+    rotate: bool,
+    limit: float,
+    dims_a: np.ndarray | None = None,
+    dims_b: np.ndarray | None = None,
+    upper: bool = False,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Same answer as block_matches, with lower bounds discarding pairs before any full comparison."""
     edges = grid_edges(px)
-    found = candidates(grid_sums(a, px, edges), grid_sums(b, px, edges), px, rotate, limit,
-                       dims_a, dims_b, upper)
+    found = candidates(
+        grid_sums(a, px, edges), grid_sums(b, px, edges), px, rotate, limit, dims_a, dims_b, upper
+    )
     if found is None:
         mask = same_dim_mask(dims_a, dims_b) if dims_a is not None else None
         return block_matches(a, b, px, rotate, limit, mask, upper)

@@ -1,4 +1,5 @@
 """Validation of every user-facing parameter, with the messages users see (difPy's texts)."""
+
 from __future__ import annotations
 
 import math
@@ -21,8 +22,9 @@ class ParameterTypeError(TypeError):
     """A parameter has a type dupflow does not accept; the message says what is accepted."""
 
 
-LAZY_RENAMED = ('Parameter "-la" / "lazy" was renamed to "-dim" / "same_dim" with difPy v4.2. '
-                'Please update your script.')
+LAZY_RENAMED = (
+    'Parameter "-la" / "lazy" was renamed to "-dim" / "same_dim" with difPy v4.2. Please update your script.'
+)
 
 
 def _bool(name: str, value: Any) -> bool:
@@ -60,13 +62,17 @@ def validate_directories(directory: tuple) -> list[str]:
             if isinstance(item, os.PathLike):
                 item = os.fspath(item)
             if not isinstance(item, str) or not item:
-                raise ParameterTypeError("Invalid directory parameter: directories must be of type LIST or "
-                                f"STRING (or os.PathLike), got {type(item).__name__}.")
+                raise ParameterTypeError(
+                    "Invalid directory parameter: directories must be of type LIST or "
+                    f"STRING (or os.PathLike), got {type(item).__name__}."
+                )
             flat.append(normalize_input(item))
     if not flat:
         raise ParameterError("Invalid directory parameter: no directory provided.")
     if len(set(flat)) != len(flat):
-        raise ParameterError("Invalid directory parameters: invalid attempt to compare a directory with itself.")
+        raise ParameterError(
+            "Invalid directory parameters: invalid attempt to compare a directory with itself."
+        )
     return sorted(flat)
 
 
@@ -79,23 +85,28 @@ def validate_processes(value: Any) -> int:
     if value < 1:
         raise ParameterError('Invalid value for "processes" parameter: must be >= 1.')
     if value > cores:
-        raise ParameterError('Invalid value for "processes" parameter: must be <= the number of CPU cores '
-                         f'(os.cpu_count() = {cores}).')
+        raise ParameterError(
+            'Invalid value for "processes" parameter: must be <= the number of CPU cores '
+            f"(os.cpu_count() = {cores})."
+        )
     return value
 
 
 def validate_similarity(value: Any) -> int | float:
     """'duplicates' -> 0, 'similar' -> 5, otherwise a number >= 0 (numeric strings accepted)."""
-    generic = ('Invalid value for "similarity" parameter: must be "duplicates", "similar" '
-               'or of type INT or FLOAT.')
+    generic = (
+        'Invalid value for "similarity" parameter: must be "duplicates", "similar" or of type INT or FLOAT.'
+    )
     if isinstance(value, str):
         if value == "duplicates":
             return DUPLICATES_MSE
         if value == "similar":
             return SIMILAR_MSE
         if value in ("low", "normal", "high"):
-            raise ParameterError('Since difPy v3.0.8, "similarity" parameter only accepts "duplicates" '
-                             'and "similar" as input options.')
+            raise ParameterError(
+                'Since difPy v3.0.8, "similarity" parameter only accepts "duplicates" '
+                'and "similar" as input options.'
+            )
     if isinstance(value, bool):
         raise ParameterTypeError(generic)
     try:
@@ -125,13 +136,16 @@ def _check_options(kind: str, options: Mapping[str, Any], accepted: tuple[str, .
         raise ParameterError(LAZY_RENAMED)
     unknown = sorted(set(options) - set(accepted))
     if unknown:
-        raise ParameterTypeError(f'Unknown parameter "{unknown[0]}" for dupflow.{kind}(); dupflow\'s own '
-                        f'options are: {", ".join(accepted)}.')
+        raise ParameterTypeError(
+            f'Unknown parameter "{unknown[0]}" for dupflow.{kind}(); dupflow\'s own '
+            f"options are: {', '.join(accepted)}."
+        )
 
 
 @dataclass(frozen=True)
 class BuildParams:
     """Validated parameters of `dupflow.build`."""
+
     directories: list[str]
     recursive: bool = True
     in_folder: bool = False
@@ -145,9 +159,16 @@ class BuildParams:
     decode: str = "exact"
 
 
-def validate_build(directory: tuple, recursive: Any, in_folder: Any, limit_extensions: Any,
-                   px_size: Any, show_progress: Any, processes: Any,
-                   options: Mapping[str, Any]) -> BuildParams:
+def validate_build(
+    directory: tuple,
+    recursive: Any,
+    in_folder: Any,
+    limit_extensions: Any,
+    px_size: Any,
+    show_progress: Any,
+    processes: Any,
+    options: Mapping[str, Any],
+) -> BuildParams:
     """Check build()'s parameters in difPy's order; the first failure raises."""
     directories = validate_directories(directory)
     recursive = _bool("recursive", recursive)
@@ -161,20 +182,36 @@ def validate_build(directory: tuple, recursive: Any, in_folder: Any, limit_exten
     _check_options("build", options, BUILD_OPTIONS)
     storage_options = options.get("storage_options") or {}
     if not isinstance(storage_options, Mapping):
-        raise ParameterTypeError('Invalid value for "storage_options" parameter: must be a dict of fsspec options.')
+        raise ParameterTypeError(
+            'Invalid value for "storage_options" parameter: must be a dict of fsspec options.'
+        )
     catalog = options.get("catalog")
     if catalog is not None:
         if isinstance(catalog, os.PathLike):
             catalog = os.fspath(catalog)
         if not isinstance(catalog, str) or not catalog:
-            raise ParameterTypeError('Invalid value for "catalog" parameter: must be a path or URL (STRING), or None '
-                            'for the default cache folder.')
+            raise ParameterTypeError(
+                'Invalid value for "catalog" parameter: must be a path or URL (STRING), or None '
+                "for the default cache folder."
+            )
     decode = options.get("decode", "exact")
     if decode not in DECODE_MODES:
-        raise ParameterError(f'Invalid value for "decode" parameter: must be one of {", ".join(DECODE_MODES)}.')
-    return BuildParams(directories, recursive, in_folder, limit_extensions, px_size, show_progress,
-                       processes, dict(storage_options), catalog, validate_scheduler(options.get("scheduler")),
-                       decode)
+        raise ParameterError(
+            f'Invalid value for "decode" parameter: must be one of {", ".join(DECODE_MODES)}.'
+        )
+    return BuildParams(
+        directories,
+        recursive,
+        in_folder,
+        limit_extensions,
+        px_size,
+        show_progress,
+        processes,
+        dict(storage_options),
+        catalog,
+        validate_scheduler(options.get("scheduler")),
+        decode,
+    )
 
 
 def validate_scheduler(value: Any) -> Any:
@@ -182,15 +219,19 @@ def validate_scheduler(value: Any) -> Any:
     if value is None or isinstance(value, str):
         return value
     from distributed import Client
+
     if isinstance(value, Client):
         return value
-    raise ParameterTypeError('Invalid value for "scheduler" parameter: must be None (local cluster), an address '
-                    'such as "tcp://host:8786", or a distributed.Client.')
+    raise ParameterTypeError(
+        'Invalid value for "scheduler" parameter: must be None (local cluster), an address '
+        'such as "tcp://host:8786", or a distributed.Client.'
+    )
 
 
 @dataclass(frozen=True)
 class SearchParams:
     """Validated parameters of `dupflow.search`."""
+
     similarity: int | float
     rotate: bool = True
     same_dim: bool = True
@@ -200,8 +241,15 @@ class SearchParams:
     scheduler: Any = None
 
 
-def validate_search(similarity: Any, rotate: Any, same_dim: Any, show_progress: Any, processes: Any,
-                    chunksize: Any, options: Mapping[str, Any]) -> SearchParams:
+def validate_search(
+    similarity: Any,
+    rotate: Any,
+    same_dim: Any,
+    show_progress: Any,
+    processes: Any,
+    chunksize: Any,
+    options: Mapping[str, Any],
+) -> SearchParams:
     """Check search()'s parameters in difPy's order; the first failure raises."""
     similarity = validate_similarity(similarity)
     rotate = _bool("rotate", rotate)
@@ -210,5 +258,12 @@ def validate_search(similarity: Any, rotate: Any, same_dim: Any, show_progress: 
     processes = validate_processes(processes)
     chunksize = validate_chunksize(chunksize)
     _check_options("search", options, SEARCH_OPTIONS)
-    return SearchParams(similarity, rotate, same_dim, show_progress, processes, chunksize,
-                        validate_scheduler(options.get("scheduler")))
+    return SearchParams(
+        similarity,
+        rotate,
+        same_dim,
+        show_progress,
+        processes,
+        chunksize,
+        validate_scheduler(options.get("scheduler")),
+    )

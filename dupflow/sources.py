@@ -1,4 +1,5 @@
 """Listing: input paths and fsspec URLs -> a deterministic table of image files (nothing is opened)."""
+
 from __future__ import annotations
 
 import logging
@@ -17,7 +18,8 @@ log = logging.getLogger("dupflow")
 DIFPY_EXTENSIONS = frozenset(
     "apng bw cdf cur dcx dds dib emf eps fli flc fpx ftex fits gd gd2 gif gbr icb icns iim ico im imt j2k "
     "jfif jfi jif jp2 jpe jpeg jpg jpm jpf jpx mic mpo msp nc pbm pcd pcx pgm png ppm psd pixar ras rgb "
-    "rgba sgi spi spider sun tga tif tiff vda vst wal webp xbm xpm".split())
+    "rgba sgi spi spider sun tga tif tiff vda vst wal webp xbm xpm".split()
+)
 UNSUPPORTED = "Unsupported file type"
 NOT_REGULAR = "Not a regular file (device, socket or pipe)"
 
@@ -25,6 +27,7 @@ NOT_REGULAR = "Not a regular file (device, socket or pipe)"
 def supported_extensions() -> frozenset[str]:
     """difPy's list, plus bmp, plus heic/heif/avif where a Pillow plugin can read them."""
     from PIL import features
+
     extra = {"bmp"}
     try:
         if features.check("avif"):
@@ -33,6 +36,7 @@ def supported_extensions() -> frozenset[str]:
         pass
     try:
         import pillow_heif  # noqa: F401
+
         extra.update({"heic", "heif"})
     except ImportError:
         pass
@@ -46,22 +50,30 @@ class InputNotFound(FileNotFoundError):
 @dataclass
 class Listing:
     """The files of one build: parallel columns, in search order, plus what was refused at listing."""
-    path: list[str] = field(default_factory=list)      # as the user sees it (result keys)
-    url: list[str] = field(default_factory=list)       # what fsspec opens
+
+    path: list[str] = field(default_factory=list)  # as the user sees it (result keys)
+    url: list[str] = field(default_factory=list)  # what fsspec opens
     size: list[int] = field(default_factory=list)
-    stamp: list[str] = field(default_factory=list)     # mtime_ns, ETag or generation
-    inputs: list[list[int]] = field(default_factory=list)   # input indices each file belongs to
+    stamp: list[str] = field(default_factory=list)  # mtime_ns, ETag or generation
+    inputs: list[list[int]] = field(default_factory=list)  # input indices each file belongs to
     invalid: dict[str, str] = field(default_factory=dict)
-    roots: list[str] = field(default_factory=list)     # canonical URL of every input, for safety checks
+    roots: list[str] = field(default_factory=list)  # canonical URL of every input, for safety checks
 
     def __len__(self) -> int:
         return len(self.path)
 
-    def subset(self, positions: list[int]) -> "Listing":
+    def subset(self, positions: list[int]) -> Listing:
         """These files only (same roots; nothing refused)."""
         pick = lambda column: [column[i] for i in positions]  # noqa: E731
-        return Listing(pick(self.path), pick(self.url), pick(self.size), pick(self.stamp), pick(self.inputs),
-                       {}, self.roots)
+        return Listing(
+            pick(self.path),
+            pick(self.url),
+            pick(self.size),
+            pick(self.stamp),
+            pick(self.inputs),
+            {},
+            self.roots,
+        )
 
 
 def is_local(url: str) -> bool:
@@ -72,8 +84,9 @@ def is_local(url: str) -> bool:
 class LiteralLocalFileSystem(LocalFileSystem):
     """The local filesystem with every path taken literally: `[`, `*`, `?` in names are not glob patterns."""
 
-    def expand_path(self, path: str | list[str], recursive: bool = False, maxdepth: int | None = None,
-                    **kwargs) -> list[str]:
+    def expand_path(
+        self, path: str | list[str], recursive: bool = False, maxdepth: int | None = None, **kwargs
+    ) -> list[str]:
         """fsspec's expand_path without glob expansion (fs.cat would otherwise miss `a[1].png`)."""
         kwargs.setdefault("assume_literal", True)
         return super().expand_path(path, recursive=recursive, maxdepth=maxdepth, **kwargs)
@@ -91,7 +104,9 @@ def _extension(path: str) -> str:
     return name.rsplit(".", 1)[-1].lower() if "." in name else ""
 
 
-def _walk_local(root: str, recursive: bool, refused: dict[str, str]) -> Iterator[tuple[str, os.stat_result | str]]:
+def _walk_local(
+    root: str, recursive: bool, refused: dict[str, str]
+) -> Iterator[tuple[str, os.stat_result | str]]:
     """Yield (path, stat or error) under root, depth-first, skipping hidden names and symlink loops."""
     seen_dirs = {os.path.realpath(root)}
     stack = [root]
@@ -122,7 +137,10 @@ def _walk_local(root: str, recursive: bool, refused: dict[str, str]) -> Iterator
             try:
                 st = entry.stat()
             except OSError as exc:
-                yield entry.path, f"{type(exc).__name__}: {exc.strerror or exc} (broken or looping symbolic link)"
+                yield (
+                    entry.path,
+                    f"{type(exc).__name__}: {exc.strerror or exc} (broken or looping symbolic link)",
+                )
                 continue
             if not stat_mod.S_ISREG(st.st_mode):
                 yield entry.path, NOT_REGULAR
@@ -131,9 +149,11 @@ def _walk_local(root: str, recursive: bool, refused: dict[str, str]) -> Iterator
         stack.extend(reversed(subfolders))
 
 
-def _list_local(entry: str, recursive: bool, refused: dict[str, str]) -> Iterator[tuple[str, str, int, str, str | None]]:
+def _list_local(
+    entry: str, recursive: bool, refused: dict[str, str]
+) -> Iterator[tuple[str, str, int, str, str | None]]:
     """(display path, url, size, stamp, error) for a local input: a folder or a single file."""
-    local = entry[len("file://"):] if entry.startswith("file://") else entry
+    local = entry[len("file://") :] if entry.startswith("file://") else entry
     prefix = "file://" if entry.startswith("file://") else ""
     if not os.path.lexists(local):
         raise InputNotFound(f'Directory "{entry}" does not exist')
@@ -158,8 +178,18 @@ def _list_local(entry: str, recursive: bool, refused: dict[str, str]) -> Iterato
 # What says "these bytes changed", best first: GCS `generation` changes exactly when an object's content
 # is replaced (its `etag` also changes with metadata); S3/Azure ETags are content or upload ids;
 # `md5Hash`, then times, for filesystems that have nothing better.
-STAMP_KEYS = ("generation", "ETag", "etag", "md5Hash", "LastModified", "last_modified", "mtime",
-              "updated", "modified", "created")
+STAMP_KEYS = (
+    "generation",
+    "ETag",
+    "etag",
+    "md5Hash",
+    "LastModified",
+    "last_modified",
+    "mtime",
+    "updated",
+    "modified",
+    "created",
+)
 
 
 def _remote_stamp(info: dict) -> str:
@@ -176,7 +206,9 @@ def _remote_stamp(info: dict) -> str:
     return ""
 
 
-def _list_remote(entry: str, recursive: bool, storage_options: dict) -> Iterator[tuple[str, str, int, str, str | None]]:
+def _list_remote(
+    entry: str, recursive: bool, storage_options: dict
+) -> Iterator[tuple[str, str, int, str, str | None]]:
     """(display path, url, size, stamp, error) for an fsspec URL: a prefix or a single object.
 
     URLs are the input as given plus the object's path below it, so every result key starts with what the
@@ -197,7 +229,7 @@ def _list_remote(entry: str, recursive: bool, storage_options: dict) -> Iterator
     for path, detail in sorted(found.items()):
         if not path.startswith(prefix) or path.endswith("/") or detail.get("type") == "directory":
             continue  # folder marker objects (`photos/sub/`), which some tools create, are not files
-        relative = path[len(prefix):]
+        relative = path[len(prefix) :]
         if not relative or any(part.startswith(".") for part in relative.split("/")):
             continue
         url = f"{entry.rstrip('/')}/{relative}"
@@ -220,7 +252,7 @@ def current_state(url: str, storage_options: dict) -> tuple[int, str] | None:
     """
     try:
         if is_local(url):
-            st = os.stat(url[len("file://"):] if url.startswith("file://") else url)
+            st = os.stat(url[len("file://") :] if url.startswith("file://") else url)
             return st.st_size, str(st.st_mtime_ns)
         fs, path = filesystem(url, storage_options)
         fs.invalidate_cache(path)
@@ -236,8 +268,9 @@ def under_roots(url: str, roots: list[str]) -> bool:
     return any(key == root or key.startswith(root.rstrip("/") + "/") for root in roots)
 
 
-def list_files(directories: list[str], recursive: bool, limit_extensions: bool,
-               storage_options: dict | None = None) -> Listing:
+def list_files(
+    directories: list[str], recursive: bool, limit_extensions: bool, storage_options: dict | None = None
+) -> Listing:
     """List every input (sorted order), each file once, sorted by path within its input."""
     storage_options = storage_options or {}
     allowed = supported_extensions() if limit_extensions else None
@@ -245,9 +278,16 @@ def list_files(directories: list[str], recursive: bool, limit_extensions: bool,
     position: dict[str, int] = {}
     for index, entry in enumerate(directories):
         local = is_local(entry)
-        rows = (_list_local(entry, recursive, listing.invalid) if local
-                else _list_remote(entry, recursive, storage_options))
-        root_url = _canonical(os.path.abspath(entry[7:] if entry.startswith("file://") else entry)) if local else entry
+        rows = (
+            _list_local(entry, recursive, listing.invalid)
+            if local
+            else _list_remote(entry, recursive, storage_options)
+        )
+        root_url = (
+            _canonical(os.path.abspath(entry[7:] if entry.startswith("file://") else entry))
+            if local
+            else entry
+        )
         listing.roots.append(root_url)
         for display, url, size, stamp, error in sorted(rows):
             key = _canonical(url)

@@ -1,4 +1,5 @@
 """The stats document: difPy's structure and key order, plus dupflow's own figures under "dupflow"."""
+
 from __future__ import annotations
 
 import copy
@@ -8,12 +9,22 @@ from typing import Any
 
 def duration(start: datetime, end: datetime) -> dict[str, Any]:
     """difPy's duration block: naive local ISO times and seconds rounded to 4 places."""
-    return {"start": start.isoformat(), "end": end.isoformat(),
-            "seconds_elapsed": round((end - start).total_seconds(), 4)}
+    return {
+        "start": start.isoformat(),
+        "end": end.isoformat(),
+        "seconds_elapsed": round((end - start).total_seconds(), 4),
+    }
 
 
-def build_stats(directories: list[str], valid: int, invalid: dict[str, str], start: datetime, end: datetime,
-                parameters: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+def build_stats(
+    directories: list[str],
+    valid: int,
+    invalid: dict[str, str],
+    start: datetime,
+    end: datetime,
+    parameters: dict[str, Any],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     """The stats of a build, before any search."""
     return {
         "directory": list(directories),
@@ -24,8 +35,15 @@ def build_stats(directories: list[str], valid: int, invalid: dict[str, str], sta
     }
 
 
-def search_stats(build: dict[str, Any], start: datetime, end: datetime, parameters: dict[str, Any],
-                 files_searched: int, matches: dict[str, int], extra: dict[str, Any]) -> dict[str, Any]:
+def search_stats(
+    build: dict[str, Any],
+    start: datetime,
+    end: datetime,
+    parameters: dict[str, Any],
+    files_searched: int,
+    matches: dict[str, int],
+    extra: dict[str, Any],
+) -> dict[str, Any]:
     """A search's own copy of the stats: the build's, plus the search block (and its dupflow figures)."""
     stats = copy.deepcopy(build)
     ours = stats.pop("dupflow")

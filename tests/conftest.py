@@ -1,4 +1,5 @@
 """Shared fixtures: a real distributed cluster with worker processes, private cache/state folders."""
+
 from __future__ import annotations
 
 import os
@@ -28,6 +29,7 @@ def private_home(tmp_path_factory):
 def client():
     """One real LocalCluster (2 worker processes) shared by the tests that pass scheduler=client."""
     from distributed import Client, LocalCluster
+
     cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
     with Client(cluster) as c:
         yield c
@@ -51,4 +53,5 @@ def run(client, catalog):
         dif = dupflow.build(*paths, scheduler=client, **build_kw)
         found = dupflow.search(dif, show_progress=False, **(search or {}))
         return dif, found
+
     return _run

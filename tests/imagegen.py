@@ -1,4 +1,5 @@
 """Deterministic photo-like test images: smooth gradients, texture, edges (no external data)."""
+
 from __future__ import annotations
 
 import os
@@ -15,13 +16,16 @@ def photo(seed: int, width: int = 96, height: int = 72) -> np.ndarray:
     for c in range(3):
         fx, fy = rng.uniform(0.5, 3.0, 2)
         phase = rng.uniform(0, 2 * np.pi)
-        img[..., c] = (rng.uniform(40, 120) + rng.uniform(20, 60) * x / width
-                       + rng.uniform(20, 60) * np.sin(2 * np.pi * (fx * x / width + fy * y / height) + phase))
-    for _ in range(rng.integers(3, 7)):          # a few objects with hard edges
+        img[..., c] = (
+            rng.uniform(40, 120)
+            + rng.uniform(20, 60) * x / width
+            + rng.uniform(20, 60) * np.sin(2 * np.pi * (fx * x / width + fy * y / height) + phase)
+        )
+    for _ in range(rng.integers(3, 7)):  # a few objects with hard edges
         x0, y0 = rng.integers(0, width - 4), rng.integers(0, height - 4)
         x1, y1 = rng.integers(x0 + 2, width + 1), rng.integers(y0 + 2, height + 1)
         img[y0:y1, x0:x1] = rng.uniform(0, 255, 3)
-    img += rng.normal(0, 6, img.shape)          # sensor-like texture
+    img += rng.normal(0, 6, img.shape)  # sensor-like texture
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
@@ -47,8 +51,17 @@ def make_photo_set(root: str | os.PathLike, n_unrelated: int = 6, seed: int = 0)
     Returns {kind: [relative paths]} so tests can reason about what was planted.
     """
     root = os.fspath(root)
-    kinds: dict[str, list[str]] = {"original": [], "copy": [], "png_resave": [], "jpeg_resave": [],
-                                   "rot90": [], "rot180": [], "rot270": [], "resized": [], "unrelated": []}
+    kinds: dict[str, list[str]] = {
+        "original": [],
+        "copy": [],
+        "png_resave": [],
+        "jpeg_resave": [],
+        "rot90": [],
+        "rot180": [],
+        "rot270": [],
+        "resized": [],
+        "unrelated": [],
+    }
     for k in range(n_unrelated):
         w, h = [(96, 72), (80, 80), (120, 64)][k % 3]
         base = photo(seed * 1000 + k, w, h)
@@ -62,9 +75,15 @@ def make_photo_set(root: str | os.PathLike, n_unrelated: int = 6, seed: int = 0)
             kinds["rot180"].append(save(np.rot90(base, 2).copy(), f"{root}/rot/{name}_r180.png"))
             kinds["rot270"].append(save(np.rot90(base, 3).copy(), f"{root}/rot/{name}_r270.png"))
         if k % 3 == 1:
-            kinds["resized"].append(save(np.asarray(Image.fromarray(base).resize((w // 2, h // 2), Image.LANCZOS)),
-                                         f"{root}/small/{name}_half.png"))
+            kinds["resized"].append(
+                save(
+                    np.asarray(Image.fromarray(base).resize((w // 2, h // 2), Image.LANCZOS)),
+                    f"{root}/small/{name}_half.png",
+                )
+            )
             kinds["png_resave"].append(save(base, f"{root}/sub/deeper/{name}_again.png", compress_level=1))
     for k in range(3):
-        kinds["unrelated"].append(save(photo(seed * 1000 + 500 + k, 64, 48), f"{root}/other/u_{k}.jpg", quality=85))
+        kinds["unrelated"].append(
+            save(photo(seed * 1000 + 500 + k, 64, 48), f"{root}/other/u_{k}.jpg", quality=85)
+        )
     return {kind: sorted(os.path.relpath(p, root) for p in paths) for kind, paths in kinds.items()}

@@ -1,4 +1,5 @@
 """move_to, delete and undo on real files: journaled, never overwriting, never losing the last copy."""
+
 from __future__ import annotations
 
 import builtins
@@ -9,11 +10,11 @@ import uuid
 from datetime import datetime
 
 import pytest
+from imagegen import make_photo_set, photo, save
 
 import dupflow
 from dupflow import actions
 from dupflow.actions import Journal, Removal, delete_files
-from imagegen import make_photo_set, photo, save
 
 PROMPT = "Are you sure you want to delete all lower quality matched images? \n! This cannot be undone. (y/n)"
 
@@ -95,9 +96,9 @@ def test_changed_files_are_skipped_and_untouched(run, tmp_path):
     _, found = run(str(d))
     assert found.lower_quality == [resized, touched, same]
 
-    save(photo(2, 50, 40), resized)                         # other bytes, other size
+    save(photo(2, 50, 40), resized)  # other bytes, other size
     st = os.stat(touched)
-    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))   # same bytes, new mtime
+    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # same bytes, new mtime
     before = {p: (open(p, "rb").read(), os.stat(p).st_mtime_ns) for p in (resized, touched)}
 
     found.move_to(str(dest))
@@ -107,12 +108,14 @@ def test_changed_files_are_skipped_and_untouched(run, tmp_path):
     assert os.path.exists(primary) and not os.path.exists(same)
     assert found.lower_quality == sorted([resized, touched, os.path.join(str(dest), "c.png")])
     skips = {r["source"]: r["reason"] for r in records(found.journal) if r.get("op") == "skip"}
-    assert skips == {os.path.abspath(resized): "it changed since the scan",
-                     os.path.abspath(touched): "it changed since the scan"}
+    assert skips == {
+        os.path.abspath(resized): "it changed since the scan",
+        os.path.abspath(touched): "it changed since the scan",
+    }
 
     # delete honours the same rule
     _, found = run(str(d))
-    assert found.lower_quality == [touched]                 # resized no longer matches; c.png moved away
+    assert found.lower_quality == [touched]  # resized no longer matches; c.png moved away
     os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 9_000_000_000))
     found.delete(silent_del=True)
     assert os.path.exists(touched) and os.path.exists(primary)
@@ -125,13 +128,13 @@ def test_delete_silent_removes_exactly_lower_quality(run, tmp_path, capsys):
     _, found = run(str(root))
     low = {os.path.relpath(p, root) for p in found.lower_quality}
     primaries = {os.path.relpath(p, root) for p in found.result}
-    assert len(low) >= 6 and not low & primaries            # copies, re-saves and rotations were found
+    assert len(low) >= 6 and not low & primaries  # copies, re-saves and rotations were found
     found.delete(silent_del=True)
 
     after = tree(root)
-    assert set(after) == set(before) - low                  # exactly lower_quality is gone
+    assert set(after) == set(before) - low  # exactly lower_quality is gone
     assert all(after[p] == before[p] for p in after)
-    for key, matches in found.result.items():               # one copy of every group is kept
+    for key, matches in found.result.items():  # one copy of every group is kept
         assert os.path.relpath(key, root) in after
         assert all(os.path.relpath(m, root) not in after for m, _ in matches)
     assert f"Deleted {len(low)} file(s)" in capsys.readouterr().out
@@ -144,7 +147,9 @@ def test_delete_silent_removes_exactly_lower_quality(run, tmp_path, capsys):
     assert dupflow.undo(found.journal) == {"restored": 0, "skipped": 0, "not_restorable": len(low)}
 
 
-@pytest.mark.parametrize("answer, deleted", [("n", False), ("", False), ("yes", False), ("y", True), ("Y", True)])
+@pytest.mark.parametrize(
+    "answer, deleted", [("n", False), ("", False), ("yes", False), ("y", True), ("Y", True)]
+)
 def test_delete_asks_first(run, tmp_path, monkeypatch, capsys, answer, deleted):
     d = tmp_path / "d"
     primary, low = copies(d, ["b.png", "a.png"])
@@ -167,7 +172,9 @@ def test_nothing_to_delete_or_move_is_not_an_error(run, tmp_path, monkeypatch, c
     before = tree(d)
     _, found = run(str(d))
     assert found.result == {} and found.lower_quality == []
-    monkeypatch.setattr(builtins, "input", lambda prompt="": pytest.fail("must not ask when nothing is to delete"))
+    monkeypatch.setattr(
+        builtins, "input", lambda prompt="": pytest.fail("must not ask when nothing is to delete")
+    )
     found.delete()
     found.delete(silent_del=True)
     assert "Deleted 0 file(s)" in capsys.readouterr().out
@@ -182,21 +189,29 @@ def test_invalid_parameters_use_difpy_messages(run, tmp_path):
     (tmp_path / "file.txt").write_text("x")
     _, found = run(str(d))
     for bad in (5, None, b"dest", ["dest"]):
-        with pytest.raises(TypeError, match=re.escape('Invalid value for "move_to" parameter: must be of type STR')):
+        with pytest.raises(
+            TypeError, match=re.escape('Invalid value for "move_to" parameter: must be of type STR')
+        ):
             found.move_to(bad)
     for bad in ("yes", 1, None):
-        with pytest.raises(TypeError, match=re.escape('Invalid value for "silent_del" parameter: must be of type BOOL.')):
+        with pytest.raises(
+            TypeError, match=re.escape('Invalid value for "silent_del" parameter: must be of type BOOL.')
+        ):
             found.delete(silent_del=bad)
     target = str(tmp_path / "file.txt")
-    with pytest.raises(ValueError, match=re.escape(f'Invalid value for "move_to" parameter: "{target}" is not a directory.')):
+    with pytest.raises(
+        ValueError, match=re.escape(f'Invalid value for "move_to" parameter: "{target}" is not a directory.')
+    ):
         found.move_to(target)
     below = os.path.join(target, "sub")
-    with pytest.raises(ValueError, match=re.escape(f'Invalid value for "move_to" parameter: "{below}" does not exist.')):
+    with pytest.raises(
+        ValueError, match=re.escape(f'Invalid value for "move_to" parameter: "{below}" does not exist.')
+    ):
         found.move_to(below)
     assert os.path.exists(low) and os.path.exists(primary)
     assert (tmp_path / "file.txt").read_text() == "x"
     assert found.lower_quality == [low]
-    found.move_to(tmp_path / "as_pathlike")                 # os.PathLike is accepted
+    found.move_to(tmp_path / "as_pathlike")  # os.PathLike is accepted
     assert os.listdir(tmp_path / "as_pathlike") == ["a.png"]
 
 
@@ -205,13 +220,13 @@ def test_overlapping_inputs_never_delete_the_only_copy(run, tmp_path, in_folder)
     d = tmp_path / "d"
     only = save(photo(1), d / "a.png")
     save(photo(2), d / "b.png")
-    _, found = run(str(d), only, in_folder=in_folder)       # the folder and a file inside it
+    _, found = run(str(d), only, in_folder=in_folder)  # the folder and a file inside it
     assert found.result == {} and found.lower_quality == []
     assert found.stats["total_files"] == 2
     found.delete(silent_del=True)
     assert os.path.exists(only)
 
-    copy = copies(d, ["a_copy.png"], seed=1)[0]             # a real duplicate: exactly one of the two goes
+    copy = copies(d, ["a_copy.png"], seed=1)[0]  # a real duplicate: exactly one of the two goes
     _, found = run(str(d), only, in_folder=in_folder)
     assert len(found.lower_quality) == 1
     found.delete(silent_del=True)
@@ -227,13 +242,15 @@ def test_a_primary_in_one_folder_is_kept_even_when_it_loses_in_another(run, tmp_
     assert found.lower_quality == [x, x_copy]
     found.delete(silent_del=True)
     assert os.path.exists(y) and os.path.exists(x_copy) and not os.path.exists(x)
-    assert [r["reason"] for r in records(found.journal) if r.get("op") == "skip"] == ["it is the primary of a group"]
+    assert [r["reason"] for r in records(found.journal) if r.get("op") == "skip"] == [
+        "it is the primary of a group"
+    ]
 
 
 def test_a_link_to_the_primary_is_never_removed(run, tmp_path):
     d = tmp_path / "d"
     real = save(photo(1), d / "a.png")
-    os.symlink(real, d / "b_link.png")                      # the same file under two names
+    os.symlink(real, d / "b_link.png")  # the same file under two names
     _, found = run(str(d))
     assert found.lower_quality and len(found.result) == 1
     found.delete(silent_del=True)
@@ -261,15 +278,25 @@ def test_changed_primary_guard(tmp_path):
     st_p, st_l = os.stat(primary), os.stat(low)
 
     def removal(primary_stamp):
-        return Removal(low, os.path.abspath(low), st_l.st_size, str(st_l.st_mtime_ns), os.path.abspath(primary),
-                       st_p.st_size, primary_stamp)
+        return Removal(
+            low,
+            os.path.abspath(low),
+            st_l.st_size,
+            str(st_l.st_mtime_ns),
+            os.path.abspath(primary),
+            st_p.st_size,
+            primary_stamp,
+        )
 
     roots = ["file://" + str(tmp_path / "d")]
     count, journal = delete_files([removal("1")], roots, {os.path.abspath(primary)}, {}, str(tmp_path / "j"))
     assert count == 0 and os.path.exists(low)
-    assert [r["reason"] for r in records(journal) if r.get("op") == "skip"] == ["its primary changed since the scan"]
-    count, _ = delete_files([removal(str(st_p.st_mtime_ns))], roots, {os.path.abspath(primary)}, {},
-                            str(tmp_path / "j"))
+    assert [r["reason"] for r in records(journal) if r.get("op") == "skip"] == [
+        "its primary changed since the scan"
+    ]
+    count, _ = delete_files(
+        [removal(str(st_p.st_mtime_ns))], roots, {os.path.abspath(primary)}, {}, str(tmp_path / "j")
+    )
     assert count == 1 and not os.path.exists(low) and os.path.exists(primary)
 
 
@@ -288,8 +315,15 @@ def test_files_outside_the_roots_are_never_touched(tmp_path):
     primary, low = copies(tmp_path, ["in/z.png", "out/a.png"])
     st = os.stat(low)
     sp = os.stat(primary)
-    item = Removal(low, os.path.abspath(low), st.st_size, str(st.st_mtime_ns), os.path.abspath(primary),
-                   sp.st_size, str(sp.st_mtime_ns))
+    item = Removal(
+        low,
+        os.path.abspath(low),
+        st.st_size,
+        str(st.st_mtime_ns),
+        os.path.abspath(primary),
+        sp.st_size,
+        str(sp.st_mtime_ns),
+    )
     count, _ = delete_files([item], ["file://" + str(tmp_path / "in")], set(), {}, str(tmp_path / "j"))
     assert count == 0 and os.path.exists(low)
 
@@ -304,6 +338,7 @@ def test_move_to_another_filesystem_and_back(run, tmp_path):
     assert len(found.lower_quality) == 2 and all(p.startswith(dest + "/") for p in found.lower_quality)
     assert len(set(found.lower_quality)) == 2
     import fsspec
+
     fs = fsspec.filesystem("memory")
     assert sorted(fs.cat(p) for p in found.lower_quality) == [originals["a/img.png"], originals["b/img.png"]]
     assert not os.path.exists(low_a) and not os.path.exists(low_b) and os.path.exists(primary)
@@ -317,7 +352,7 @@ def test_undo_never_overwrites_and_rejects_other_files(run, tmp_path):
     primary, low = copies(d, ["z.png", "a.png"])
     _, found = run(str(d))
     found.move_to(str(dest))
-    with open(low, "wb") as handle:                           # something new took the old place
+    with open(low, "wb") as handle:  # something new took the old place
         handle.write(b"new")
     assert dupflow.undo(found.journal) == {"restored": 0, "skipped": 1, "not_restorable": 0}
     assert open(low, "rb").read() == b"new" and os.listdir(dest) == ["a.png"]

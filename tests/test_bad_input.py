@@ -4,6 +4,7 @@ Every odd file either ends up in invalid_files with a clear reason, or is a vali
 compared (each odd-but-valid image has a planted twin that must be found), or the call raises a
 clear error; and the rest of the run completes.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -11,7 +12,6 @@ import glob
 import io
 import json
 import os
-import textwrap
 import re
 import shutil
 import stat
@@ -19,19 +19,19 @@ import struct
 import subprocess
 import sys
 import tempfile
+import textwrap
 import warnings
 import zlib
 
 import numpy as np
 import pytest
+from imagegen import photo, save
 from PIL import Image
 
 import dupflow
 import dupflow.api
 from dupflow.decode import UNIDENTIFIED
 from dupflow.sources import UNSUPPORTED, list_files
-
-from imagegen import photo, save
 
 
 def names(paths) -> set[str]:
@@ -41,8 +41,10 @@ def names(paths) -> set[str]:
 
 def groups(found) -> set[frozenset[str]]:
     """Each group of a (union-mode) search as the set of its members' base names."""
-    return {frozenset({os.path.basename(primary)} | names(m for m, _ in matches))
-            for primary, matches in found.result.items()}
+    return {
+        frozenset({os.path.basename(primary)} | names(m for m, _ in matches))
+        for primary, matches in found.result.items()
+    }
 
 
 def logs(dif) -> dict[str, str]:
@@ -53,7 +55,7 @@ def logs(dif) -> dict[str, str]:
 def as_rgb_png(source: str, target: str, frame: int = 0) -> str:
     """Losslessly save Pillow's own RGB conversion of a file's frame: its exact twin for difPy's recipe."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore")       # palette-with-bytes-transparency warns on convert
+        warnings.simplefilter("ignore")  # palette-with-bytes-transparency warns on convert
         img = Image.open(source)
         img.seek(frame)
         img.convert("RGB").save(target)
@@ -62,14 +64,20 @@ def as_rgb_png(source: str, target: str, frame: int = 0) -> str:
 
 def bilevel_png(path: str, width: int, height: int) -> str:
     """A real, valid 1-bit (mode "1") PNG of any size, streamed row by row; all black, so tiny on disk."""
+
     def chunk(kind: bytes, data: bytes) -> bytes:
         return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
     packer = zlib.compressobj(9)
-    row = bytes(1 + (width + 7) // 8)         # filter byte + packed bits
+    row = bytes(1 + (width + 7) // 8)  # filter byte + packed bits
     idat = b"".join(packer.compress(row) for _ in range(height)) + packer.flush()
     with open(path, "wb") as handle:
-        handle.write(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
-                     + chunk(b"IDAT", idat) + chunk(b"IEND", b""))
+        handle.write(
+            b"\x89PNG\r\n\x1a\n"
+            + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0))
+            + chunk(b"IDAT", idat)
+            + chunk(b"IEND", b"")
+        )
     return path
 
 
@@ -80,6 +88,7 @@ def bomb_message(pixels: int, limit: int) -> str:
 # ---------------------------------------------------------------------------------------------------
 # One folder holding every kind of odd file, next to ordinary duplicates
 # ---------------------------------------------------------------------------------------------------
+
 
 def make_zoo(root: str) -> None:
     """Corrupt, fake, huge and special files, plus odd-but-valid images each with an exact twin."""
@@ -97,8 +106,8 @@ def make_zoo(root: str) -> None:
         handle.write("this is not a picture\n")
     with open(f"{root}/doc.pdf", "wb") as handle:
         handle.write(b"%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\ntrailer << /Root 1 0 R >>\n%%EOF\n")
-    bilevel_png(f"{root}/bomb.png", 9500, 9500)           # 1x..2x the limit: Pillow only warns
-    bilevel_png(f"{root}/megabomb.png", 20000, 20000)     # over 2x: Pillow raises
+    bilevel_png(f"{root}/bomb.png", 9500, 9500)  # 1x..2x the limit: Pillow only warns
+    bilevel_png(f"{root}/megabomb.png", 20000, 20000)  # over 2x: Pillow raises
     os.mkfifo(f"{root}/fifo.jpg")
     # odd but valid: CMYK JPEG, 16-bit PNG, palette PNG with bytes transparency, animated GIF
     Image.fromarray(photo(3)).convert("CMYK").save(f"{root}/cmyk.jpg", quality=92)
@@ -106,7 +115,8 @@ def make_zoo(root: str) -> None:
     Image.fromarray(photo(4)[..., 1].astype(np.uint16) * 257).save(f"{root}/deep16.png")
     as_rgb_png(f"{root}/deep16.png", f"{root}/deep16_twin.png")
     Image.fromarray(photo(5)).convert("P", palette=Image.ADAPTIVE, colors=64).save(
-        f"{root}/palette.png", transparency=bytes([0, 128] + [255] * 62))
+        f"{root}/palette.png", transparency=bytes([0, 128] + [255] * 62)
+    )
     as_rgb_png(f"{root}/palette.png", f"{root}/palette_twin.png")
     frames = [Image.fromarray(photo(6 + k)) for k in range(3)]
     frames[0].save(f"{root}/anim.gif", save_all=True, append_images=frames[1:], duration=80, loop=0)
@@ -128,8 +138,15 @@ def test_bad_files_are_logged_and_odd_images_compared(run, tmp_path):
     dif, found = run(root)
 
     invalid = logs(dif)
-    assert set(invalid) == {"truncated.jpg", "zero.jpg", "text.jpg", "doc.pdf", "bomb.png", "megabomb.png",
-                            "fifo.jpg"}
+    assert set(invalid) == {
+        "truncated.jpg",
+        "zero.jpg",
+        "text.jpg",
+        "doc.pdf",
+        "bomb.png",
+        "megabomb.png",
+        "fifo.jpg",
+    }
     assert "truncated" in invalid["truncated.jpg"].lower()
     assert invalid["zero.jpg"] == UNIDENTIFIED
     assert invalid["text.jpg"] == UNIDENTIFIED
@@ -139,10 +156,13 @@ def test_bad_files_are_logged_and_odd_images_compared(run, tmp_path):
     assert "regular file" in invalid["fifo.jpg"]
     # odd-format images are valid and compared; the GIF by its first frame only; Pillow's warning
     # on the palette image is harmless (difPy would drop that file)
-    assert groups(found) == {frozenset({"good.png", "good_copy.png"}), frozenset({"cmyk.jpg", "cmyk_twin.png"}),
-                             frozenset({"deep16.png", "deep16_twin.png"}),
-                             frozenset({"palette.png", "palette_twin.png"}),
-                             frozenset({"anim.gif", "anim_first.png"})}
+    assert groups(found) == {
+        frozenset({"good.png", "good_copy.png"}),
+        frozenset({"cmyk.jpg", "cmyk_twin.png"}),
+        frozenset({"deep16.png", "deep16_twin.png"}),
+        frozenset({"palette.png", "palette_twin.png"}),
+        frozenset({"anim.gif", "anim_first.png"}),
+    }
     assert all(mse == 0.0 for matches in found.result.values() for _, mse in matches)
     assert len(found.lower_quality) == 5
     # nothing lost: every file is either searched or logged, and the counts agree
@@ -169,8 +189,9 @@ def test_harmless_warnings_do_not_invalidate_even_as_errors(tmp_path):
     """Under a warnings-as-errors filter (-W error, a strict host app) Pillow's harmless warnings stay harmless."""
     palette = str(tmp_path / "palette.png")
     Image.fromarray(photo(12)).convert("P", palette=Image.ADAPTIVE, colors=32).save(
-        palette, transparency=bytes([0, 128] + [255] * 30))
-    with warnings.catch_warnings(record=True) as seen:      # the file really makes Pillow warn
+        palette, transparency=bytes([0, 128] + [255] * 30)
+    )
+    with warnings.catch_warnings(record=True) as seen:  # the file really makes Pillow warn
         warnings.simplefilter("always")
         Image.open(palette).convert("RGB")
     assert any(issubclass(w.category, UserWarning) for w in seen)
@@ -185,8 +206,9 @@ def test_harmless_warnings_do_not_invalidate_even_as_errors(tmp_path):
         except Image.DecompressionBombError as exc:
             print("BOMB", error_message(exc))
     """)
-    done = subprocess.run([sys.executable, "-W", "error", "-c", script], capture_output=True, text=True,
-                          timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-W", "error", "-c", script], capture_output=True, text=True, timeout=60
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     assert "PALETTE (50, 50, 3) 96 72" in done.stdout
     assert f"BOMB {bomb_message(9500 * 9500, Image.MAX_IMAGE_PIXELS)}" in done.stdout
@@ -203,10 +225,10 @@ def test_unicode_spaces_and_glob_characters_in_names(run, tmp_path):
     folder = tmp_path / "Photos [2020]"
     for name in ODD_NAMES:
         save(photo(21), folder / name)
-    save(photo(22), folder / "a1.png")                 # what the pattern a[1].png would match
+    save(photo(22), folder / "a1.png")  # what the pattern a[1].png would match
     save(photo(22), folder / "sub ?*" / "copy of a1 [B].png")
-    save(photo(23), folder / "stara.png")              # what star*.png would match
-    save(photo(24), folder / "x.png")                  # what [x].png would match
+    save(photo(23), folder / "stara.png")  # what star*.png would match
+    save(photo(24), folder / "x.png")  # what [x].png would match
     dif, found = run(str(folder))
     assert dif.stats["invalid_files"]["logs"] == {}
     assert dif.stats["total_files"] == len(ODD_NAMES) + 4
@@ -227,10 +249,10 @@ def test_symlink_loops_do_not_hang(run, tmp_path):
     root = tmp_path / "links"
     save(photo(31), root / "a.png")
     save(photo(31), root / "sub" / "a_copy.png")
-    os.symlink("..", root / "sub" / "up")              # a folder symlinked to its parent
-    os.symlink(root, root / "loop")                    # ... and to itself, by absolute path
-    os.symlink("self.jpg", root / "self.jpg")          # a file symlink pointing to itself
-    os.symlink("missing.png", root / "dangling.png")   # a broken one
+    os.symlink("..", root / "sub" / "up")  # a folder symlinked to its parent
+    os.symlink(root, root / "loop")  # ... and to itself, by absolute path
+    os.symlink("self.jpg", root / "self.jpg")  # a file symlink pointing to itself
+    os.symlink("missing.png", root / "dangling.png")  # a broken one
     dif, found = run(str(root))
     invalid = logs(dif)
     assert set(invalid) == {"self.jpg", "dangling.png"}
@@ -238,7 +260,7 @@ def test_symlink_loops_do_not_hang(run, tmp_path):
     assert groups(found) == {frozenset({"a.png", "a_copy.png"})}
     listed = [*found.lower_quality, *found.result]
     assert not any("/up/" in p or "/loop/" in p for p in listed)
-    assert dif.stats["total_files"] == 4              # every file once, not once per loop turn
+    assert dif.stats["total_files"] == 4  # every file once, not once per loop turn
 
     # the looping links given directly as inputs
     dif, found = run(str(root / "sub" / "up"), str(root / "self.jpg"))
@@ -267,14 +289,16 @@ def test_missing_folder_is_a_clear_error(client, catalog, tmp_path):
     save(photo(51), tmp_path / "here" / "a.png")
     for missing in (tmp_path / "nowhere", tmp_path / "gone [1]" / "x", tmp_path / "here" / "b.png"):
         with pytest.raises(FileNotFoundError, match=re.escape(f'Directory "{missing}" does not exist')):
-            dupflow.build(str(missing), str(tmp_path / "here"), scheduler=client, catalog=catalog,
-                          show_progress=False)
-    assert not os.path.exists(catalog)                 # refused before any work
+            dupflow.build(
+                str(missing), str(tmp_path / "here"), scheduler=client, catalog=catalog, show_progress=False
+            )
+    assert not os.path.exists(catalog)  # refused before any work
 
 
 # ---------------------------------------------------------------------------------------------------
 # Files that change under the run
 # ---------------------------------------------------------------------------------------------------
+
 
 def test_file_vanishing_between_listing_and_decoding(run, tmp_path, monkeypatch):
     root = tmp_path / "shaky"
@@ -316,7 +340,7 @@ def _drop_file_permission_bypass() -> None:
     libc = ctypes.CDLL(None, use_errno=True)
     PR_CAPBSET_DROP, CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH = 24, 1, 2
     if all(libc.prctl(PR_CAPBSET_DROP, cap, 0, 0, 0) == 0 for cap in (CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH)):
-        return                                         # still uid 0, so the interpreter stays reachable
+        return  # still uid 0, so the interpreter stays reachable
     os.setgroups([])
     os.setgid(65534)
     os.setuid(65534)
@@ -341,10 +365,29 @@ def test_unreadable_file_and_folder():
         os.makedirs(work, mode=0o777)
         os.chmod(work, 0o777)
         env = {**os.environ, "HOME": work, "XDG_CACHE_HOME": work, "XDG_STATE_HOME": work, "TMPDIR": work}
-        command = [sys.executable, "-m", "dupflow.cli", root, "-Z", out, "--catalog", os.path.join(work, "catalog"),
-                   "-p", "false", "-proc", "1"]
-        done = subprocess.run(command, cwd=work, env=env, capture_output=True, text=True, timeout=100,
-                              preexec_fn=_drop_file_permission_bypass if os.geteuid() == 0 else None)
+        command = [
+            sys.executable,
+            "-m",
+            "dupflow.cli",
+            root,
+            "-Z",
+            out,
+            "--catalog",
+            os.path.join(work, "catalog"),
+            "-p",
+            "false",
+            "-proc",
+            "1",
+        ]
+        done = subprocess.run(
+            command,
+            cwd=work,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=100,
+            preexec_fn=_drop_file_permission_bypass if os.geteuid() == 0 else None,
+        )
         assert done.returncode == 0, done.stderr[-2000:]
         [stats_file] = glob.glob(os.path.join(glob.escape(out), "*_stats.json"))
         [results_file] = glob.glob(os.path.join(glob.escape(out), "*_results.json"))
@@ -355,8 +398,9 @@ def test_unreadable_file_and_folder():
         invalid = stats["invalid_files"]["logs"]
         assert "Permission denied" in invalid[os.path.join(root, "locked.png")], invalid
         assert "Permission denied" in invalid[os.path.join(root, "private")], invalid
-        assert {frozenset({os.path.basename(k)} | names(m for m, _ in v)) for k, v in result.items()} == \
-            {frozenset({"a.png", "b.png"})}
+        assert {frozenset({os.path.basename(k)} | names(m for m, _ in v)) for k, v in result.items()} == {
+            frozenset({"a.png", "b.png"})
+        }
         assert stats["process"]["search"]["files_searched"] == 2
     finally:
         for folder, subfolders, files in os.walk(base):

@@ -1,4 +1,5 @@
 """The incremental Parquet catalog: reuse, invalidation, crash safety, damage and concurrent runs."""
+
 from __future__ import annotations
 
 import glob
@@ -9,9 +10,9 @@ import sys
 import textwrap
 import time
 
+from imagegen import photo, save
 
 import dupflow
-from imagegen import photo, save
 
 
 def _photos(root, n, seed=0):
@@ -34,18 +35,18 @@ def test_rerun_decodes_only_what_changed(tmp_path, client, catalog):
     first = _build(folder, catalog, client)
     assert _figures(first) == (40, 0, 0)
     assert _figures(_build(folder, catalog, client)) == (0, 40, 0)
-    for k in range(10):                                               # 10 new files -> 10 decodes
+    for k in range(10):  # 10 new files -> 10 decodes
         save(photo(500 + k, 48, 36), tmp_path / "imgs" / f"new_{k}.png")
     assert _figures(_build(folder, catalog, client)) == (10, 40, 0)
-    save(photo(900, 48, 36), tmp_path / "imgs" / "p_000.png")         # changed content and size
-    os.remove(tmp_path / "imgs" / "p_001.png")                        # removed
+    save(photo(900, 48, 36), tmp_path / "imgs" / "p_000.png")  # changed content and size
+    os.remove(tmp_path / "imgs" / "p_001.png")  # removed
     again = _build(folder, catalog, client)
     assert _figures(again) == (1, 48, 1)
     found = dupflow.search(again, show_progress=False)
     everything = set(found.result) | {m for ms in found.result.values() for m, _ in ms}
     assert f"{folder}/p_001.png" not in everything
     fresh = dupflow.search(_build(folder, str(tmp_path / "fresh"), client), show_progress=False)
-    assert found.result == fresh.result                               # reuse never changes the answer
+    assert found.result == fresh.result  # reuse never changes the answer
 
 
 def test_a_touched_file_is_decoded_again(tmp_path, client, catalog):
@@ -75,11 +76,11 @@ def test_damaged_or_foreign_shards_are_rebuilt(tmp_path, client, catalog):
     reference = dupflow.search(_build(folder, catalog, client), show_progress=False).result
     shards = _shards(catalog)
     assert shards
-    with open(shards[0], "r+b") as handle:                            # flip bytes in the middle
+    with open(shards[0], "r+b") as handle:  # flip bytes in the middle
         handle.seek(os.path.getsize(shards[0]) // 2)
         handle.write(b"\xff" * 64)
     dif = _build(folder, catalog, client)
-    assert _figures(dif)[0] > 0                                       # the damaged rows were decoded again
+    assert _figures(dif)[0] > 0  # the damaged rows were decoded again
     assert dupflow.search(dif, show_progress=False).result == reference
     # a foreign shard: another valid Parquet file under the same name
     other = _photos(tmp_path / "other_imgs", 12, seed=7)
@@ -114,20 +115,26 @@ def test_a_run_killed_mid_write_leaves_a_usable_catalog(tmp_path, client):
     catalog = str(tmp_path / "cat")
     script = tmp_path / "job.py"
     script.write_text(SCRIPT)
-    job = subprocess.Popen([sys.executable, str(script), folder, catalog], stdout=subprocess.PIPE,
-                           stderr=subprocess.PIPE, start_new_session=True)
+    job = subprocess.Popen(
+        [sys.executable, str(script), folder, catalog],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
     deadline = time.time() + 60
     while not _shards(catalog) and time.time() < deadline and job.poll() is None:
         time.sleep(0.01)
-    os.killpg(job.pid, signal.SIGKILL)                               # the job and its workers, mid-run
+    os.killpg(job.pid, signal.SIGKILL)  # the job and its workers, mid-run
     job.wait()
-    assert b"DECODED" not in job.stdout.read()                        # it really died before finishing
+    assert b"DECODED" not in job.stdout.read()  # it really died before finishing
     dif = _build(folder, catalog, client)
     decoded, reused, _ = _figures(dif)
     assert decoded + reused == 400
     found = dupflow.search(dif, show_progress=False)
-    assert found.result == dupflow.search(_build(folder, str(tmp_path / "fresh"), client),
-                                          show_progress=False).result
+    assert (
+        found.result
+        == dupflow.search(_build(folder, str(tmp_path / "fresh"), client), show_progress=False).result
+    )
 
 
 def test_concurrent_runs_share_one_catalog(tmp_path):
@@ -136,20 +143,30 @@ def test_concurrent_runs_share_one_catalog(tmp_path):
     script = tmp_path / "job.py"
     script.write_text(SCRIPT)
     env = dict(os.environ)
-    jobs = [subprocess.Popen([sys.executable, str(script), folder, catalog], stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=env) for _ in range(2)]
+    jobs = [
+        subprocess.Popen(
+            [sys.executable, str(script), folder, catalog],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for _ in range(2)
+    ]
     outs = [job.communicate(timeout=180) for job in jobs]
     assert all(job.returncode == 0 for job in jobs), [o[1][-1500:] for o in outs]
     groups = {line.split()[-1] for out, _ in outs for line in out.splitlines() if line.startswith("DECODED")}
     assert groups == {"30"}
-    third = subprocess.run([sys.executable, str(script), folder, catalog], capture_output=True, text=True,
-                           timeout=180)
+    third = subprocess.run(
+        [sys.executable, str(script), folder, catalog], capture_output=True, text=True, timeout=180
+    )
     assert "DECODED 0 GROUPS 30" in third.stdout, third.stderr[-1500:]
-    assert not glob.glob(f"{catalog}/*/*/.tmp-*")                     # no half-written files left behind
+    assert not glob.glob(f"{catalog}/*/*/.tmp-*")  # no half-written files left behind
 
 
 def test_index_files_are_merged_as_runs_add_them(tmp_path, client, catalog):
     from dupflow.catalog import CatalogRef, namespace
+
     folder = tmp_path / "imgs"
     ref = None
     for k in range(6):
@@ -170,20 +187,21 @@ def test_damage_found_while_searching_a_bucket_catalog_is_never_trusted(tmp_path
 
     import fsspec
 
-    folder = _photos(tmp_path / "imgs", 12)                 # six pairs of identical images
+    folder = _photos(tmp_path / "imgs", 12)  # six pairs of identical images
     catalog = f"memory://cat-{uuid.uuid4().hex}"
-    reference = dupflow.search(dupflow.build(folder, catalog=catalog, show_progress=False),
-                               show_progress=False).result
+    reference = dupflow.search(
+        dupflow.build(folder, catalog=catalog, show_progress=False), show_progress=False
+    ).result
     fs = fsspec.filesystem("memory")
     shard = next(p for p in fs.find(catalog) if "/shards/" in p)
     data = bytearray(fs.cat_file(shard))
-    data[len(data) // 2:len(data) // 2 + 64] = b"\xff" * 64   # inside the (uncompressed) tensor pages
+    data[len(data) // 2 : len(data) // 2 + 64] = b"\xff" * 64  # inside the (uncompressed) tensor pages
     fs.pipe_file(shard, bytes(data))
     dif = dupflow.build(folder, catalog=catalog, show_progress=False)
-    assert _figures(dif)[0] == 0                             # one listing: the shard is there
+    assert _figures(dif)[0] == 0  # one listing: the shard is there
     found = dupflow.search(dif, show_progress=False)
     assert found.result == reference
     assert found.stats["dupflow"]["search"]["shards_repaired"] == 1
-    assert not fs.exists(shard)                              # set aside, never read again
+    assert not fs.exists(shard)  # set aside, never read again
     again = dupflow.build(folder, catalog=catalog, show_progress=False)
-    assert _figures(again) == (0, 12, 0)                     # the repair was recorded in the catalog
+    assert _figures(again) == (0, 12, 0)  # the repair was recorded in the catalog

@@ -1,4 +1,5 @@
 """The `dupflow` command, run in a subprocess: difPy's flags, its three output files, move/delete/undo."""
+
 from __future__ import annotations
 
 import glob
@@ -12,10 +13,10 @@ import sys
 
 import numpy as np
 import pytest
+from imagegen import photo, save
 
 import dupflow
 from dupflow import cli
-from imagegen import photo, save
 
 _SCRIPT = shutil.which("dupflow", path=os.path.dirname(sys.executable))
 COMMAND = [_SCRIPT] if _SCRIPT else [sys.executable, "-m", "dupflow.cli"]
@@ -31,7 +32,7 @@ def folders(tmp_path):
     save(p2, tmp_path / "a/p2.png")
     save(np.rot90(p2).copy(), tmp_path / "a/p2_r90.png")
     save(p3, tmp_path / "b/p3.png")
-    save(np.clip(p3.astype(int) + 1, 0, 255).astype(np.uint8), tmp_path / "b/p3_plus1.png")   # MSE 1
+    save(np.clip(p3.astype(int) + 1, 0, 255).astype(np.uint8), tmp_path / "b/p3_plus1.png")  # MSE 1
     (tmp_path / "a/notes.txt").write_text("not an image")
     return tmp_path
 
@@ -52,8 +53,15 @@ def dupflow_cmd(cwd, *args, stdin=subprocess.DEVNULL, timeout=120):
     """Run the command in cwd with private cache/state folders and a catalog there."""
     env = dict(os.environ, XDG_CACHE_HOME=str(cwd / "cache"), XDG_STATE_HOME=str(cwd / "state"))
     extra = ["--catalog", str(cwd / "cat")] if args and args[0] != "undo" and "--help" not in args else []
-    return subprocess.run(COMMAND + list(args) + extra, cwd=cwd, env=env, stdin=stdin, capture_output=True,
-                          text=True, timeout=timeout)
+    return subprocess.run(
+        COMMAND + list(args) + extra,
+        cwd=cwd,
+        env=env,
+        stdin=stdin,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 def outputs(folder) -> dict[str, object]:
@@ -80,21 +88,47 @@ def without_timings(stats: dict) -> dict:
 def test_help_and_version(tmp_path):
     shown = dupflow_cmd(tmp_path, "--help")
     assert shown.returncode == 0
-    for flag in ("-D", "-Z", "-r", "-i", "-le", "-px", "-s", "-ro", "-dim", "-mv", "-d", "-sd", "-p", "-proc",
-                 "-ch", "--catalog", "--scheduler", "--storage-options"):
+    for flag in (
+        "-D",
+        "-Z",
+        "-r",
+        "-i",
+        "-le",
+        "-px",
+        "-s",
+        "-ro",
+        "-dim",
+        "-mv",
+        "-d",
+        "-sd",
+        "-p",
+        "-proc",
+        "-ch",
+        "--catalog",
+        "--scheduler",
+        "--storage-options",
+    ):
         assert re.search(rf"(^|[\s\[,]){re.escape(flag)}[\s,\]]", shown.stdout), flag
     version = dupflow_cmd(tmp_path, "--version")
     assert version.returncode == 0 and version.stdout.strip() == f"dupflow {dupflow.__version__}"
 
 
-@pytest.mark.parametrize("args, message", [
-    (["a", "-r", "maybe"], "-r/--recursive: boolean value expected"),
-    (["a", "-px", "3"], 'Invalid value for "px_size" parameter: must be between 10 and 5000.'),
-    (["missing"], 'Directory "missing" does not exist'),
-    (["a", "-mv", "q", "-d", "true"], '"move_to" and "delete" parameter are mutually exclusive. '
-                                      'Please select one of them.'),
-    (["a", "-la", "true"], 'Parameter "-la" / "lazy" was renamed to "-dim" / "same_dim" with difPy v4.2.'),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["a", "-r", "maybe"], "-r/--recursive: boolean value expected"),
+        (["a", "-px", "3"], 'Invalid value for "px_size" parameter: must be between 10 and 5000.'),
+        (["missing"], 'Directory "missing" does not exist'),
+        (
+            ["a", "-mv", "q", "-d", "true"],
+            '"move_to" and "delete" parameter are mutually exclusive. Please select one of them.',
+        ),
+        (
+            ["a", "-la", "true"],
+            'Parameter "-la" / "lazy" was renamed to "-dim" / "same_dim" with difPy v4.2.',
+        ),
+    ],
+)
 def test_usage_errors_exit_2_with_one_line(folders, args, message):
     before = files(folders)
     done = dupflow_cmd(folders, *args, *QUICK)
@@ -107,14 +141,31 @@ def test_usage_errors_exit_2_with_one_line(folders, args, message):
 
 def test_difpy_flags_and_output_files_match_the_api(folders, run, monkeypatch):
     """Every difPy flag away from its default; the three files equal the Python API's answers."""
-    flags = ["-r", "false", "-i", "true", "-le", "false", "-px", "32", "-s", "2", "-ro", "false",
-             "-dim", "false", "-ch", "3"]
+    flags = [
+        "-r",
+        "false",
+        "-i",
+        "true",
+        "-le",
+        "false",
+        "-px",
+        "32",
+        "-s",
+        "2",
+        "-ro",
+        "false",
+        "-dim",
+        "false",
+        "-ch",
+        "3",
+    ]
     done = dupflow_cmd(folders, "-D", "a", "b", "-Z", "out", *flags, *QUICK)
     assert done.returncode == 0, done.stderr
-    assert "decoding" not in done.stderr                    # -p false: no progress bars
+    assert "decoding" not in done.stderr  # -p false: no progress bars
     got = outputs(folders / "out")
-    assert "saved in 'out'." in done.stdout and all(os.path.basename(p) in done.stdout
-                                                    for p in glob.glob(str(folders / "out" / "dupflow_*")))
+    assert "saved in 'out'." in done.stdout and all(
+        os.path.basename(p) in done.stdout for p in glob.glob(str(folders / "out" / "dupflow_*"))
+    )
 
     # what each flag means: no sub-folder (-r), each folder alone (-i), MSE <= 2 (-s), no quarter turns (-ro)
     assert list(got["results"]) == ["a", "b"]
@@ -124,17 +175,35 @@ def test_difpy_flags_and_output_files_match_the_api(folders, run, monkeypatch):
     assert got["lower_quality"] == ["a/p1.png", "b/p3.png"]
     stats = got["stats"]
     assert stats["directory"] == ["a", "b"] and stats["total_files"] == 8
-    assert list(stats["invalid_files"]["logs"]) == ["a/notes.txt"]                          # -le false: tried
+    assert list(stats["invalid_files"]["logs"]) == ["a/notes.txt"]  # -le false: tried
     assert "Unsupported" not in stats["invalid_files"]["logs"]["a/notes.txt"]
-    assert stats["process"]["build"]["parameters"] == {"recursive": False, "in_folder": True,
-                                                       "limit_extensions": False, "px_size": 32, "processes": 1}
-    assert stats["process"]["search"]["parameters"] == {"similarity_mse": 2, "rotate": False, "same_dim": False,
-                                                        "processes": 1, "chunksize": 3}
+    assert stats["process"]["build"]["parameters"] == {
+        "recursive": False,
+        "in_folder": True,
+        "limit_extensions": False,
+        "px_size": 32,
+        "processes": 1,
+    }
+    assert stats["process"]["search"]["parameters"] == {
+        "similarity_mse": 2,
+        "rotate": False,
+        "same_dim": False,
+        "processes": 1,
+        "chunksize": 3,
+    }
     assert stats["process"]["search"]["matches_found"] == {"duplicates": 1, "similar": 1}
 
     monkeypatch.chdir(folders)
-    _, found = run("a", "b", recursive=False, in_folder=True, limit_extensions=False, px_size=32, processes=1,
-                   search={"similarity": 2, "rotate": False, "same_dim": False, "processes": 1, "chunksize": 3})
+    _, found = run(
+        "a",
+        "b",
+        recursive=False,
+        in_folder=True,
+        limit_extensions=False,
+        px_size=32,
+        processes=1,
+        search={"similarity": 2, "rotate": False, "same_dim": False, "processes": 1, "chunksize": 3},
+    )
     assert got["results"] == found.result
     assert got["lower_quality"] == found.lower_quality
     assert without_timings(got["stats"]) == without_timings(found.stats)
@@ -145,17 +214,19 @@ def test_search_subcommand_moves_and_undo_restores(folders):
     done = dupflow_cmd(folders, "search", "a", "b", "-mv", "quarantine", *QUICK)
     assert done.returncode == 0, done.stderr
     moved = ["a/p1.png", "a/p1_copy.png", "a/p2.png", "a/sub/p1.png"]
-    assert outputs(folders)["lower_quality"] == moved      # written before the move, as difPy does
-    assert outputs(folders)["results"] == {"b/p1.png": [["a/p1.png", 0.0], ["a/p1_copy.png", 0.0],
-                                                        ["a/sub/p1.png", 0.0]],
-                                           "a/p2_r90.png": [["a/p2.png", 0.0]]}
+    assert outputs(folders)["lower_quality"] == moved  # written before the move, as difPy does
+    assert outputs(folders)["results"] == {
+        "b/p1.png": [["a/p1.png", 0.0], ["a/p1_copy.png", 0.0], ["a/sub/p1.png", 0.0]],
+        "a/p2_r90.png": [["a/p2.png", 0.0]],
+    }
     after = files(folders)
     assert not any(name in after for name in moved)
     quarantine = {k: v for k, v in after.items() if k.startswith("quarantine")}
-    assert len(quarantine) == 4                             # the two p1.png kept apart, nothing overwritten
+    assert len(quarantine) == 4  # the two p1.png kept apart, nothing overwritten
     assert sorted(quarantine.values()) == sorted(before[name] for name in moved)
-    assert {k: v for k, v in after.items() if not k.startswith("quarantine")} == \
-        {k: v for k, v in before.items() if k not in moved}
+    assert {k: v for k, v in after.items() if not k.startswith("quarantine")} == {
+        k: v for k, v in before.items() if k not in moved
+    }
     journal = re.search(r"journal: (.+?\.jsonl)\)", done.stdout).group(1)
     assert os.path.isfile(journal) and journal.startswith(str(folders / "state"))
 
@@ -168,7 +239,7 @@ def test_search_subcommand_moves_and_undo_restores(folders):
 
 def test_delete_asks_then_deletes_silently(folders):
     before = files(folders)
-    asked = dupflow_cmd(folders, "a", "b", "-d", "true", *QUICK)   # nobody answers on stdin: nothing goes
+    asked = dupflow_cmd(folders, "a", "b", "-d", "true", *QUICK)  # nobody answers on stdin: nothing goes
     assert asked.returncode == 0, asked.stderr
     assert "cannot be undone" in asked.stdout and "canceled" in asked.stdout
     assert files(folders) == before
@@ -176,8 +247,9 @@ def test_delete_asks_then_deletes_silently(folders):
     done = dupflow_cmd(folders, "a", "b", "-d", "true", "-sd", "true", *QUICK)
     assert done.returncode == 0, done.stderr
     assert "Deleted 4 file(s)" in done.stdout
-    assert files(folders) == {k: v for k, v in before.items()
-                              if k not in ("a/p1.png", "a/p1_copy.png", "a/p2.png", "a/sub/p1.png")}
+    assert files(folders) == {
+        k: v for k, v in before.items() if k not in ("a/p1.png", "a/p1_copy.png", "a/p2.png", "a/sub/p1.png")
+    }
 
 
 @pytest.fixture
@@ -190,17 +262,23 @@ def quiet_logger():
     logger.setLevel(saved[1])
 
 
-@pytest.mark.parametrize("args, message", [
-    (["-s", "abc"], 'Invalid value for "similarity" parameter: must be "duplicates", "similar" or of type INT'),
-    (["-proc", "0"], 'Invalid value for "processes" parameter: must be >= 1.'),
-    (["-ch", "x"], 'Invalid value for "chunksize" parameter: must be of type INT or None.'),
-    (["-mv", "a/notes.txt"], 'Invalid value for "move_to" parameter: "a/notes.txt" is not a directory.'),
-])
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (
+            ["-s", "abc"],
+            'Invalid value for "similarity" parameter: must be "duplicates", "similar" or of type INT',
+        ),
+        (["-proc", "0"], 'Invalid value for "processes" parameter: must be >= 1.'),
+        (["-ch", "x"], 'Invalid value for "chunksize" parameter: must be of type INT or None.'),
+        (["-mv", "a/notes.txt"], 'Invalid value for "move_to" parameter: "a/notes.txt" is not a directory.'),
+    ],
+)
 def test_usage_errors_come_before_any_work(folders, monkeypatch, capsys, quiet_logger, args, message):
     """Checked in-process: the error is reported before anything is listed, decoded or started."""
     monkeypatch.chdir(folders)
     monkeypatch.setattr(dupflow.api, "build", lambda *a, **k: pytest.fail("build must not run"))
-    assert cli.main(["a", *QUICK, *args]) == 2      # the last -proc wins
+    assert cli.main(["a", *QUICK, *args]) == 2  # the last -proc wins
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and message in err
 

@@ -1,4 +1,5 @@
 """The embedded default: with no scheduler, dupflow starts a local distributed cluster and closes it."""
+
 from __future__ import annotations
 
 import subprocess
@@ -6,10 +7,10 @@ import sys
 import textwrap
 
 import psutil
+from imagegen import photo, save
 
 import dupflow
 from dupflow import cluster
-from imagegen import photo, save
 
 
 def _folder(tmp_path, n=6):
@@ -42,14 +43,14 @@ def _worker_processes(before: set) -> list:
 
 
 def test_big_job_runs_on_local_worker_processes(tmp_path, monkeypatch):
-    monkeypatch.setattr(cluster, "PROCESS_MIN_IMAGES", 1)     # make this small job count as big
-    monkeypatch.setattr(cluster, "PROCESS_MIN_WORKERS", 2)    # and this machine as one with many cores
+    monkeypatch.setattr(cluster, "PROCESS_MIN_IMAGES", 1)  # make this small job count as big
+    monkeypatch.setattr(cluster, "PROCESS_MIN_WORKERS", 2)  # and this machine as one with many cores
     folder = _folder(tmp_path)
     before = set(psutil.Process().children(recursive=True))
     with dupflow.build(folder, show_progress=False, processes=2, catalog=str(tmp_path / "cat")) as dif:
         workers = _worker_processes(before)
         assert dif.stats["dupflow"]["build"]["cluster"] == {"kind": "local processes", "threads": 2}
-        assert len(workers) >= 2       # real worker processes
+        assert len(workers) >= 2  # real worker processes
         found = dupflow.search(dif, show_progress=False)
         assert found.stats["process"]["search"]["matches_found"]["duplicates"] == 3
     psutil.wait_procs(workers, timeout=20)
@@ -60,17 +61,19 @@ def test_a_script_without_main_guard_works(tmp_path):
     """difPy users' scripts have no `if __name__ == "__main__":`; spawned workers must not re-run them."""
     folder = _folder(tmp_path)
     script = tmp_path / "plain_script.py"
-    script.write_text(textwrap.dedent(f"""
+    script.write_text(
+        textwrap.dedent(f"""
         import dupflow
         from dupflow import cluster
         cluster.PROCESS_MIN_IMAGES = 1
         cluster.PROCESS_MIN_WORKERS = 1
-        dif = dupflow.build({folder!r}, show_progress=False, catalog={str(tmp_path / 'cat')!r})
+        dif = dupflow.build({folder!r}, show_progress=False, catalog={str(tmp_path / "cat")!r})
         found = dupflow.search(dif, show_progress=False)
         print("KIND", dif.stats["dupflow"]["build"]["cluster"]["kind"])
         print("GROUPS", len(found.result))
-    """))
+    """)
+    )
     done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-2000:]
     assert "KIND local processes" in done.stdout and "GROUPS 3" in done.stdout
-    assert done.stdout.count("GROUPS") == 1          # the script body ran once, not once per worker
+    assert done.stdout.count("GROUPS") == 1  # the script body ran once, not once per worker

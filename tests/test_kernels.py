@@ -1,4 +1,5 @@
 """The numeric kernels alone: exact sums against plain numpy, rotations, masks, limits."""
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -24,7 +25,7 @@ def test_pair_sums_are_exact_integers():
     px = 12
     a = rng.integers(0, 256, (7, 3 * px * px), dtype=np.uint8)
     b = rng.integers(0, 256, (5, 3 * px * px), dtype=np.uint8)
-    b[0] = np.rot90(a[3].reshape(px, px, 3), 3).reshape(-1)      # a quarter turn clockwise of a[3]
+    b[0] = np.rot90(a[3].reshape(px, px, 3), 3).reshape(-1)  # a quarter turn clockwise of a[3]
     for rotate in (True, False):
         got = kernels.pair_sums(a, b, px, rotate)
         assert np.array_equal(got, _brute(a, b, px, rotate))
@@ -36,21 +37,21 @@ def test_extreme_values_stay_exact_at_the_largest_px():
     """All-0 against all-255 at px 5000 would be 4.9e12: the float64 path must still be exact."""
     px = 5000
     d = 3 * px * px
-    assert d * 255 * 255 < 2 ** 53
+    assert d * 255 * 255 < 2**53
     a = np.zeros((1, 3 * 40 * 40), np.uint8)
     b = np.full((1, 3 * 40 * 40), 255, np.uint8)
-    assert kernels.pair_sums(a, b, 40, False)[0, 0] == 3 * 40 * 40 * 255 ** 2
+    assert kernels.pair_sums(a, b, 40, False)[0, 0] == 3 * 40 * 40 * 255**2
 
 
 def test_match_limit_is_the_exact_floor():
     d = 7500
     assert kernels.match_limit(0, d) == 0
     assert kernels.match_limit(5, d) == 37500
-    assert kernels.match_limit(0.1, d) == 750           # 0.1 * 7500 is 750 exactly as a decimal
-    assert kernels.match_limit(1 / 3, d) == 2499        # 0.3333333333333333 * 7500 = 2499.99...
+    assert kernels.match_limit(0.1, d) == 750  # 0.1 * 7500 is 750 exactly as a decimal
+    assert kernels.match_limit(1 / 3, d) == 2499  # 0.3333333333333333 * 7500 = 2499.99...
     assert kernels.threshold_value(0.03) == Fraction(3, 100)
     assert kernels.match_limit(float("inf"), d) == d * 255 * 255
-    assert kernels.match_limit(10 ** 9, d) == d * 255 * 255
+    assert kernels.match_limit(10**9, d) == d * 255 * 255
 
 
 def test_block_matches_masks_and_upper_triangle():
@@ -89,10 +90,10 @@ def test_window_pairs_finds_exactly_the_close_means():
 @pytest.mark.parametrize("limit_mse", [0.5, 5, 50, 500])
 def test_pruned_matches_equal_the_dense_kernel(px, limit_mse, monkeypatch):
     """Pruning is exact: the same pairs and sums as the full matrix product, on near and far images."""
-    monkeypatch.setattr(kernels, "DENSE_FRACTION", 2.0)      # always take the pruning path
+    monkeypatch.setattr(kernels, "DENSE_FRACTION", 2.0)  # always take the pruning path
     rng = np.random.default_rng(px)
     d = 3 * px * px
-    base = rng.integers(0, 60, (20, d)) + rng.integers(0, 190, (20, 1))    # spread mean brightness
+    base = rng.integers(0, 60, (20, d)) + rng.integers(0, 190, (20, 1))  # spread mean brightness
     variants = [np.clip(base + rng.integers(-s, s + 1, base.shape), 0, 255) for s in (1, 3, 8, 20)]
     turned = kernels.rotations(base.astype(np.uint8), px, True)[1].astype(np.int64)
     a = np.concatenate([base] + variants[:2]).astype(np.uint8)

@@ -1,13 +1,14 @@
 """Every parameter check: the error class and difPy's message text, before any work starts."""
+
 from __future__ import annotations
 
 import os
 import pathlib
 
 import pytest
+from imagegen import photo, save
 
 import dupflow
-from imagegen import photo, save
 
 
 @pytest.fixture(scope="module")
@@ -21,10 +22,18 @@ def folder(tmp_path_factory):
 BUILD_CASES = [
     ({"directory": ()}, ValueError, "Invalid directory parameter: no directory provided."),
     ({"directory": ([],)}, ValueError, "Invalid directory parameter: no directory provided."),
-    ({"directory": (42,)}, TypeError, "Invalid directory parameter: directories must be of type LIST or STRING"),
+    (
+        {"directory": (42,)},
+        TypeError,
+        "Invalid directory parameter: directories must be of type LIST or STRING",
+    ),
     ({"recursive": 1}, TypeError, 'Invalid value for "recursive" parameter: must be of type BOOL.'),
     ({"in_folder": "yes"}, TypeError, 'Invalid value for "in_folder" parameter: must be of type BOOL.'),
-    ({"limit_extensions": None}, TypeError, 'Invalid value for "limit_extensions" parameter: must be of type BOOL.'),
+    (
+        {"limit_extensions": None},
+        TypeError,
+        'Invalid value for "limit_extensions" parameter: must be of type BOOL.',
+    ),
     ({"px_size": 50.0}, TypeError, 'Invalid value for "px_size" parameter: must be of type INT.'),
     ({"px_size": True}, TypeError, 'Invalid value for "px_size" parameter: must be of type INT.'),
     ({"px_size": 9}, ValueError, 'Invalid value for "px_size" parameter: must be between 10 and 5000.'),
@@ -32,9 +41,16 @@ BUILD_CASES = [
     ({"show_progress": 0}, TypeError, 'Invalid value for "show_progress" parameter: must be of type BOOL.'),
     ({"processes": 1.5}, TypeError, 'Invalid value for "processes" parameter: must be of type INT.'),
     ({"processes": 0}, ValueError, 'Invalid value for "processes" parameter: must be >= 1.'),
-    ({"processes": (os.cpu_count() or 1) + 1}, ValueError,
-     'Invalid value for "processes" parameter: must be <= the number of CPU cores'),
-    ({"lazy": True}, ValueError, 'Parameter "-la" / "lazy" was renamed to "-dim" / "same_dim" with difPy v4.2.'),
+    (
+        {"processes": (os.cpu_count() or 1) + 1},
+        ValueError,
+        'Invalid value for "processes" parameter: must be <= the number of CPU cores',
+    ),
+    (
+        {"lazy": True},
+        ValueError,
+        'Parameter "-la" / "lazy" was renamed to "-dim" / "same_dim" with difPy v4.2.',
+    ),
     ({"similarity": "similar"}, TypeError, 'Unknown parameter "similarity" for dupflow.build()'),
     ({"decode": "quick"}, ValueError, 'Invalid value for "decode" parameter: must be one of exact, fast.'),
     ({"storage_options": "anon"}, TypeError, 'Invalid value for "storage_options" parameter'),
@@ -71,29 +87,47 @@ def test_same_directory_twice(folder):
 
 def test_directory_forms_are_accepted(folder, client, catalog):
     """str, os.PathLike and lists (even mixed) all name inputs; they are normalized and sorted."""
-    dif = dupflow.build([pathlib.Path(folder) / "b.png"], folder + "/", show_progress=False,
-                        scheduler=client, catalog=catalog)
+    dif = dupflow.build(
+        [pathlib.Path(folder) / "b.png"], folder + "/", show_progress=False, scheduler=client, catalog=catalog
+    )
     assert dif.stats["directory"] == sorted([folder, os.path.join(folder, "b.png")])
-    assert dif.stats["total_files"] == 2      # b.png is counted once
+    assert dif.stats["total_files"] == 2  # b.png is counted once
 
 
 @pytest.fixture(scope="module")
 def built(folder, client, tmp_path_factory):
-    return dupflow.build(folder, show_progress=False, scheduler=client,
-                         catalog=str(tmp_path_factory.mktemp("cat")))
+    return dupflow.build(
+        folder, show_progress=False, scheduler=client, catalog=str(tmp_path_factory.mktemp("cat"))
+    )
 
 
 SEARCH_CASES = [
-    ({"similarity": "low"}, ValueError, 'Since difPy v3.0.8, "similarity" parameter only accepts "duplicates" and "similar"'),
-    ({"similarity": "abc"}, ValueError, 'Invalid value for "similarity" parameter: must be "duplicates", "similar" or of type INT or FLOAT.'),
-    ({"similarity": None}, TypeError, 'Invalid value for "similarity" parameter: must be "duplicates", "similar" or of type INT or FLOAT.'),
+    (
+        {"similarity": "low"},
+        ValueError,
+        'Since difPy v3.0.8, "similarity" parameter only accepts "duplicates" and "similar"',
+    ),
+    (
+        {"similarity": "abc"},
+        ValueError,
+        'Invalid value for "similarity" parameter: must be "duplicates", "similar" or of type INT or FLOAT.',
+    ),
+    (
+        {"similarity": None},
+        TypeError,
+        'Invalid value for "similarity" parameter: must be "duplicates", "similar" or of type INT or FLOAT.',
+    ),
     ({"similarity": True}, TypeError, 'Invalid value for "similarity" parameter'),
     ({"similarity": float("nan")}, ValueError, 'Invalid value for "similarity" parameter'),
     ({"similarity": -1}, ValueError, 'Invalid value for "similarity" parameter: must be >= 0.'),
     ({"similarity": "-0.5"}, ValueError, 'Invalid value for "similarity" parameter: must be >= 0.'),
     ({"rotate": "no"}, TypeError, 'Invalid value for "rotate" parameter: must be of type BOOL.'),
     ({"same_dim": 1}, TypeError, 'Invalid value for "same_dim" parameter: must be of type BOOL.'),
-    ({"show_progress": None}, TypeError, 'Invalid value for "show_progress" parameter: must be of type BOOL.'),
+    (
+        {"show_progress": None},
+        TypeError,
+        'Invalid value for "show_progress" parameter: must be of type BOOL.',
+    ),
     ({"processes": -2}, ValueError, 'Invalid value for "processes" parameter: must be >= 1.'),
     ({"chunksize": 2.0}, TypeError, 'Invalid value for "chunksize" parameter: must be of type INT or None.'),
     ({"chunksize": 0}, ValueError, 'Invalid value for "chunksize" parameter: must be >= 1.'),
@@ -105,8 +139,9 @@ SEARCH_CASES = [
 @pytest.mark.parametrize("kwargs, error, message", SEARCH_CASES)
 def test_search_rejects(built, kwargs, error, message):
     with pytest.raises(error) as info:
-        dupflow.search(built, show_progress=False, **kwargs) if "show_progress" not in kwargs \
-            else dupflow.search(built, **kwargs)
+        dupflow.search(
+            built, show_progress=False, **kwargs
+        ) if "show_progress" not in kwargs else dupflow.search(built, **kwargs)
     assert str(info.value).startswith(message)
 
 
@@ -115,7 +150,9 @@ def test_search_needs_a_build():
         dupflow.search("photos/")
 
 
-@pytest.mark.parametrize("value, stored", [("duplicates", 0), ("similar", 5), (7, 7.0), ("2.5", 2.5), (0.0, 0.0)])
+@pytest.mark.parametrize(
+    "value, stored", [("duplicates", 0), ("similar", 5), (7, 7.0), ("2.5", 2.5), (0.0, 0.0)]
+)
 def test_similarity_values(built, value, stored):
     found = dupflow.search(built, similarity=value, show_progress=False)
     assert found.stats["process"]["search"]["parameters"]["similarity_mse"] == stored
@@ -133,5 +170,6 @@ def test_credentials_in_a_url_never_reach_stats_or_errors(tmp_path):
         dupflow.build("memory://bob:hunter2@nowhere/photos")
     assert "hunter2" not in str(info.value) and "bob" not in str(info.value)
     from dupflow.sources import redact
+
     assert redact("ftp://bob:hunter2@host/a.png") == "ftp://host/a.png"
     assert redact("s3://bucket/key@2x.png") == "s3://bucket/key@2x.png"

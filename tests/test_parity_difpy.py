@@ -8,6 +8,7 @@ the excluded files really are hit by that defect, and dupflow does there what it
 difPy runs in a fresh Python process (its multiprocessing Pool forks, and this test process holds the
 threads of a distributed Client), with `processes=P`, `show_progress=False`.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -23,24 +24,32 @@ from collections import defaultdict
 
 import numpy as np
 import pytest
+from imagegen import make_photo_set, photo, reference_tensor, save
 from PIL import Image
 
 import dupflow
 from dupflow.decode import decode_image
-from imagegen import make_photo_set, photo, reference_tensor, save
 
-P = min(2, os.cpu_count() or 1)          # processes, passed to difPy and dupflow alike
+P = min(2, os.cpu_count() or 1)  # processes, passed to difPy and dupflow alike
 
 # ---- the difPy 4.2.1 defects that excuse a difference (behaviour notes section in brackets) ----
-MISSING_270 = ("difPy defect: only 0/90/180 degree turns of the second image are tried, never 270, so a "
-               "quarter turn is missed depending on file order (behaviour notes 3.3)")
-UINT8_WRAP = ("difPy defect: its MSE is computed in uint8 and wraps modulo 256, so an image shifted by +16 "
-              "scores 0 and is called a duplicate (behaviour notes 3.1)")
-PALETTE_WARNING = ("difPy defect: any Pillow UserWarning makes a file invalid, e.g. a palette PNG with "
-                   "transparency as bytes (behaviour notes 2.3)")
+MISSING_270 = (
+    "difPy defect: only 0/90/180 degree turns of the second image are tried, never 270, so a "
+    "quarter turn is missed depending on file order (behaviour notes 3.3)"
+)
+UINT8_WRAP = (
+    "difPy defect: its MSE is computed in uint8 and wraps modulo 256, so an image shifted by +16 "
+    "scores 0 and is called a duplicate (behaviour notes 3.1)"
+)
+PALETTE_WARNING = (
+    "difPy defect: any Pillow UserWarning makes a file invalid, e.g. a palette PNG with "
+    "transparency as bytes (behaviour notes 2.3)"
+)
 BMP_REJECTED = "difPy defect: 'bmp' is missing from difPy's extension list (behaviour notes 2.2)"
-W_PLUS_H = ("difPy defect: quality is width + height, not width x height, so ties and inversions keep a "
-            "smaller image (behaviour notes 5.1)")
+W_PLUS_H = (
+    "difPy defect: quality is width + height, not width x height, so ties and inversions keep a "
+    "smaller image (behaviour notes 5.1)"
+)
 
 UNIDENTIFIED = "UnidentifiedImageError: file could not be identified as image."
 UNSUPPORTED = "Unsupported file type"
@@ -83,8 +92,9 @@ def run_difpy(tmp_path, *dirs, searches=({},), **build_kw) -> dict:
     searches = [{"processes": P, **kw} for kw in searches]
     job, out = tmp_path / "difpy_job.pkl", tmp_path / "difpy_out.pkl"
     job.write_bytes(pickle.dumps({"dirs": list(dirs), "build": build_kw, "searches": searches}))
-    proc = subprocess.run([sys.executable, "-c", _DIFPY_SCRIPT, str(job), str(out)],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", _DIFPY_SCRIPT, str(job), str(out)], capture_output=True, text=True, timeout=120
+    )
     assert proc.returncode == 0, f"difPy failed:\n{proc.stdout}\n{proc.stderr}"
     return pickle.loads(out.read_bytes())
 
@@ -94,6 +104,7 @@ def dupflow_search(dif, **kw):
 
 
 # ------------------------------------------------------------------------------------ comparing
+
 
 def group_sets(result: dict) -> set[frozenset]:
     """{primary: [[match, mse], ...]} -> the groups as sets of files (keys differ on purpose)."""
@@ -126,7 +137,9 @@ def defect_components(dp: dict, rotate: bool, same_dim: bool) -> list[tuple[froz
                 continue
             a, b = tensors[i], tensors[j]
             really = any(np.array_equal(a, np.rot90(b, k)) for k in (range(4) if rotate else [0]))
-            difpy = any(np.square(np.subtract(a, np.rot90(b, k))).mean() == 0 for k in (range(3) if rotate else [0]))
+            difpy = any(
+                np.square(np.subtract(a, np.rot90(b, k))).mean() == 0 for k in (range(3) if rotate else [0])
+            )
             if really or difpy:
                 parent[find(i)] = find(j)
             if really and not difpy:
@@ -177,9 +190,18 @@ def match_entries(result: dict, in_folder: bool = False) -> int:
     return sum(len(matches) for matches in result.values())
 
 
-def check_duplicate_parity(dp: dict, dp_result: dict, dp_lq: list[str], df_result: dict, df_lq: list[str],
-                           *, rotate: bool, same_dim: bool, unreadable: dict[str, str] | None = None,
-                           min_groups: int = 1) -> dict:
+def check_duplicate_parity(
+    dp: dict,
+    dp_result: dict,
+    dp_lq: list[str],
+    df_result: dict,
+    df_lq: list[str],
+    *,
+    rotate: bool,
+    same_dim: bool,
+    unreadable: dict[str, str] | None = None,
+    min_groups: int = 1,
+) -> dict:
     """Groups and lower_quality of one "duplicates" search; returns what was compared and excluded."""
     unreadable = unreadable or {}
     dp_groups = group_sets(dp_result)
@@ -199,7 +221,8 @@ def check_duplicate_parity(dp: dict, dp_result: dict, dp_lq: list[str], df_resul
     compared_df = {g for g in df_groups if not g & set(excluded)}
     assert compared_df == compared_dp, (
         f"groups differ outside the excluded files:\n only dupflow: {compared_df - compared_dp}\n"
-        f" only difPy: {compared_dp - compared_df}\n excluded: {excluded}")
+        f" only difPy: {compared_dp - compared_df}\n excluded: {excluded}"
+    )
     assert len(compared_dp) >= min_groups, f"too few groups compared: {compared_dp}"
 
     # Where difPy's defects exclude files, dupflow must still give the true classes (its contract).
@@ -226,13 +249,23 @@ def check_duplicate_parity(dp: dict, dp_result: dict, dp_lq: list[str], df_resul
 
     # Match entries outside the compared groups (those are equal on both sides by now).
     outside = lambda groups, keep: sum(len(g) - 1 for g in groups if keep(g) not in compared_dp)  # noqa: E731
-    return {"compared": compared_dp, "excluded": excluded, "w_plus_h": w_plus_h,
-            "outside_dp": outside(dp_groups, lambda g: g),
-            "outside_df": outside(df_groups_all, lambda g: g - set(unreadable))}
+    return {
+        "compared": compared_dp,
+        "excluded": excluded,
+        "w_plus_h": w_plus_h,
+        "outside_dp": outside(dp_groups, lambda g: g),
+        "outside_df": outside(df_groups_all, lambda g: g - set(unreadable)),
+    }
 
 
-def check_counts(dp_stats: dict, dp_result: dict, df_stats: dict, df_result: dict, reports: list[dict],
-                 in_folder: bool = False) -> None:
+def check_counts(
+    dp_stats: dict,
+    dp_result: dict,
+    df_stats: dict,
+    df_result: dict,
+    reports: list[dict],
+    in_folder: bool = False,
+) -> None:
     """matches_found: each side counts its own result; they agree up to the excluded groups' entries."""
     dp_found = dp_stats["process"]["search"]["matches_found"]
     df_found = df_stats["process"]["search"]["matches_found"]
@@ -240,8 +273,9 @@ def check_counts(dp_stats: dict, dp_result: dict, df_stats: dict, df_result: dic
     assert sum(df_found.values()) == match_entries(df_result, in_folder)
     if dp_stats["process"]["search"]["parameters"]["similarity_mse"] == 0:
         assert dp_found["similar"] == df_found["similar"] == 0
-    assert (dp_found["duplicates"] - sum(r["outside_dp"] for r in reports)
-            == df_found["duplicates"] - sum(r["outside_df"] for r in reports))
+    assert dp_found["duplicates"] - sum(r["outside_dp"] for r in reports) == df_found["duplicates"] - sum(
+        r["outside_df"] for r in reports
+    )
     if all(r["outside_dp"] == r["outside_df"] == 0 for r in reports):
         assert dp_found == df_found
 
@@ -261,17 +295,21 @@ def check_stats(dp_stats: dict, df_stats: dict, *, unreadable: dict[str, str] | 
     assert df_stats["directory"] == [str(d) for d in dp_stats["directory"]]
     assert df_stats["total_files"] == dp_stats["total_files"]
     dp_logs, df_logs = dp_stats["invalid_files"]["logs"], df_stats["invalid_files"]["logs"]
-    assert dp_logs.keys() - df_logs.keys() == unreadable.keys(), "only difPy's defects make extra invalid files"
+    assert dp_logs.keys() - df_logs.keys() == unreadable.keys(), (
+        "only difPy's defects make extra invalid files"
+    )
     assert not df_logs.keys() - dp_logs.keys()
     for path, reason in unreadable.items():
-        expected = UNSUPPORTED if reason == BMP_REJECTED else "Palette images with Transparency expressed in bytes"
+        expected = (
+            UNSUPPORTED if reason == BMP_REJECTED else "Palette images with Transparency expressed in bytes"
+        )
         assert dp_logs[path].startswith(expected), (path, dp_logs[path], reason)
     for path, reason in df_logs.items():
         if dp_logs[path].startswith("[Errno"):
             # An OS error: difPy shows Python's text, dupflow words its own reason (the contract asks
             # only for "a clear reason" here).
             assert reason.strip() and not reason.startswith("[Errno"), (path, reason)
-        else:   # difPy's fixed texts and Pillow's own messages: the same words
+        else:  # difPy's fixed texts and Pillow's own messages: the same words
             assert reason == dp_logs[path], (path, reason, dp_logs[path])
     assert df_stats["invalid_files"]["count"] == len(df_logs)
     assert dp_stats["invalid_files"]["count"] - df_stats["invalid_files"]["count"] == len(unreadable)
@@ -279,19 +317,27 @@ def check_stats(dp_stats: dict, df_stats: dict, *, unreadable: dict[str, str] | 
     assert build_df["parameters"] == build_dp["parameters"]
     search_dp, search_df = dp_stats["process"]["search"], df_stats["process"]["search"]
     assert search_df["parameters"] == search_dp["parameters"]
-    assert ([type(v) for v in search_df["parameters"].values()]
-            == [type(v) for v in search_dp["parameters"].values()])
+    assert [type(v) for v in search_df["parameters"].values()] == [
+        type(v) for v in search_dp["parameters"].values()
+    ]
     assert search_df["files_searched"] == search_dp["files_searched"] + len(unreadable)
 
 
 # ------------------------------------------------------------------------------------ the folders
 
+
 def _png_header(width: int, height: int) -> bytes:
     """A PNG that only declares its size (Pillow refuses it at open as a decompression bomb)."""
+
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(b""))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _png(array16: np.ndarray) -> bytes:
@@ -301,8 +347,13 @@ def _png(array16: np.ndarray) -> bytes:
 
     def chunk(kind: bytes, body: bytes) -> bytes:
         return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
-            + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b""))
+
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 2, 0, 0, 0))
+        + chunk(b"IDAT", zlib.compress(raw))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _solid(colour, width, height):
@@ -313,8 +364,8 @@ def make_library(root: str) -> dict[str, str]:
     """The generated photo set plus the cases difPy gets wrong; returns {file: defect} for unreadable ones."""
     kinds = make_photo_set(root, n_unrelated=6, seed=3)
     assert kinds["rot270"] and kinds["copy"] and kinds["resized"] and kinds["jpeg_resave"]
-    shutil.copy(f"{root}/img_01.png", f"{root}/img_01_dup.png")          # a top-level group (recursive=False)
-    shutil.copy(f"{root}/img_00.png", f"{root}/.hidden_copy.png")        # hidden: neither tool sees it
+    shutil.copy(f"{root}/img_01.png", f"{root}/img_01_dup.png")  # a top-level group (recursive=False)
+    shutil.copy(f"{root}/img_00.png", f"{root}/.hidden_copy.png")  # hidden: neither tool sees it
     # quarter and half turns in pairs of their own, besides the full 90/180/270 sets of make_photo_set
     x, y = photo(41, 88, 66), photo(42, 88, 66)
     save(x, f"{root}/turns/x.png")
@@ -326,9 +377,9 @@ def make_library(root: str) -> dict[str, str]:
     save(w, f"{root}/wrap/w.png")
     save(w + 16, f"{root}/wrap/w_plus16.png")
     # one colour at several sizes: equal tensors, so duplicates once same_dim=False
-    for width, height in ((60, 40), (30, 20), (20, 12)):        # W+H and WxH agree: 60x40 is best
+    for width, height in ((60, 40), (30, 20), (20, 12)):  # W+H and WxH agree: 60x40 is best
         save(_solid((100, 150, 200), width, height), f"{root}/flat/a_{width}x{height}.png")
-    for width, height in ((60, 40), (50, 50)):                  # W+H ties (difPy: greater path), WxH: 50x50
+    for width, height in ((60, 40), (50, 50)):  # W+H ties (difPy: greater path), WxH: 50x50
         save(_solid((30, 60, 90), width, height), f"{root}/flat/b_{width}x{height}.png")
     # invalid files: same verdict from both tools
     with open(f"{root}/fake.jpg", "w") as fh:
@@ -336,13 +387,13 @@ def make_library(root: str) -> dict[str, str]:
     with open(f"{root}/notes.txt", "w") as fh:
         fh.write("notes\n")
     open(f"{root}/empty.png", "wb").close()
-    with open(f"{root}/README", "w") as fh:                            # no extension at all
+    with open(f"{root}/README", "w") as fh:  # no extension at all
         fh.write("readme\n")
     whole = open(f"{root}/img_00_q90.jpg", "rb").read()
     os.makedirs(f"{root}/broken")
     with open(f"{root}/broken/truncated.jpg", "wb") as fh:
-        fh.write(whole[:len(whole) // 2])
-    with open(f"{root}/broken/huge.png", "wb") as fh:                  # header only: 9500 x 9500 pixels
+        fh.write(whole[: len(whole) // 2])
+    with open(f"{root}/broken/huge.png", "wb") as fh:  # header only: 9500 x 9500 pixels
         fh.write(_png_header(9500, 9500))
     # more that both tools must see alike: an upper-case extension, a hidden folder
     shutil.copy(f"{root}/img_05.png", f"{root}/sub/IMG_05_COPY.PNG")
@@ -354,7 +405,7 @@ def make_library(root: str) -> dict[str, str]:
     shutil.copy(f"{root}/img_04.png", f"{root}/folder.png/img_04 (2).png")
     os.symlink(f"{root}/no_such_file.png", f"{root}/broken/dead_link.png")
     # files dupflow reads and difPy refuses
-    Image.open(f"{root}/other/u_0.jpg").save(f"{root}/other/u_0.bmp")   # same pixels as u_0.jpg
+    Image.open(f"{root}/other/u_0.jpg").save(f"{root}/other/u_0.bmp")  # same pixels as u_0.jpg
     pal = Image.fromarray(photo(44, 40, 30)).convert("P", palette=Image.ADAPTIVE, colors=16)
     pal.save(f"{root}/other/palette_trns.png", transparency=bytes([0, 128] + [255] * 14))
     return {f"{root}/other/u_0.bmp": BMP_REJECTED, f"{root}/other/palette_trns.png": PALETTE_WARNING}
@@ -372,10 +423,10 @@ def inputs(tmp_path_factory):
     f1, f2 = str(base / "f1"), str(base / "f2")
     make_photo_set(f1, n_unrelated=3, seed=5)
     make_photo_set(f2, n_unrelated=2, seed=6)
-    shutil.copy(f"{f1}/img_02.png", f"{f2}/cross_img_02.png")      # a match only across the two inputs
+    shutil.copy(f"{f1}/img_02.png", f"{f2}/cross_img_02.png")  # a match only across the two inputs
     with open(f"{f2}/notes.txt", "w") as fh:
         fh.write("notes\n")
-    f3 = str(base / "f3")                                          # no duplicates at all: absent from result
+    f3 = str(base / "f3")  # no duplicates at all: absent from result
     save(photo(700, 64, 48), f"{f3}/alone.png")
     save(photo(701, 64, 48), f"{f3}/deep/alone_too.jpg")
     with open(f"{f3}/fake.jpg", "w") as fh:
@@ -385,9 +436,12 @@ def inputs(tmp_path_factory):
 
 # ------------------------------------------------------------------------------------ the tests
 
+
 def parity(dp, se, found, **kw) -> dict:
     """check_duplicate_parity + check_counts for a union-mode search."""
-    report = check_duplicate_parity(dp, se["result"], se["lower_quality"], found.result, found.lower_quality, **kw)
+    report = check_duplicate_parity(
+        dp, se["result"], se["lower_quality"], found.result, found.lower_quality, **kw
+    )
     check_counts(se["stats"], se["result"], found.stats, found.result, [report])
     return report
 
@@ -404,18 +458,27 @@ def test_union_recursive_duplicates(library, run, tmp_path):
     assert any(MISSING_270 in r for p, r in excluded.items() if p.endswith("img_00_r90.png"))
     assert excluded[f"{root}/wrap/w_plus16.png"] == UINT8_WRAP
     assert not {p for p in excluded if "/rot/" not in p and "/turns/" not in p} - {
-        f"{root}/img_00.png", f"{root}/img_03.png", f"{root}/sub/img_00_copy.png", f"{root}/sub/[copy] img_03?.png",
-        f"{root}/wrap/w.png", f"{root}/wrap/w_plus16.png"}, excluded
+        f"{root}/img_00.png",
+        f"{root}/img_03.png",
+        f"{root}/sub/img_00_copy.png",
+        f"{root}/sub/[copy] img_03?.png",
+        f"{root}/wrap/w.png",
+        f"{root}/wrap/w_plus16.png",
+    }, excluded
     groups = group_sets(found.result)
     assert frozenset({f"{root}/turns/x.png", f"{root}/turns/x_r180.png"}) in report["compared"]  # any order
     assert frozenset({f"{root}/turns/y.png", f"{root}/turns/y_r90.png"}) in groups
     assert frozenset({f"{root}/other/u_0.jpg", f"{root}/other/u_0.bmp"}) in groups, BMP_REJECTED
-    assert frozenset({f"{root}/img_01.png", f"{root}/img_01_dup.png", f"{root}/sub/deeper/img_01_again.png"}) \
+    assert (
+        frozenset({f"{root}/img_01.png", f"{root}/img_01_dup.png", f"{root}/sub/deeper/img_01_again.png"})
         in report["compared"]
-    assert frozenset({f"{root}/img_02.png", f"{root}/sub/img_02_copy.png", f"{root}/sub/ünïcødé img_02.png"}) \
+    )
+    assert (
+        frozenset({f"{root}/img_02.png", f"{root}/sub/img_02_copy.png", f"{root}/sub/ünïcødé img_02.png"})
         in report["compared"]
+    )
     assert frozenset({f"{root}/img_05.png", f"{root}/sub/IMG_05_COPY.PNG"}) in report["compared"]
-    assert not any("/." in p for g in groups for p in g)                  # hidden names: seen by neither
+    assert not any("/." in p for g in groups for p in g)  # hidden names: seen by neither
     logs = found.stats["invalid_files"]["logs"]
     assert not logs.keys() & unreadable.keys()
     assert logs[f"{root}/broken/truncated.jpg"].startswith("image file is truncated")
@@ -433,15 +496,20 @@ def test_not_recursive_is_full_parity(library, run, tmp_path):
     dif, found = run(root, recursive=False, processes=P)
     report = parity(dp, se, found, rotate=True, same_dim=True, min_groups=1)
     assert report["excluded"] == {}
-    assert group_sets(found.result) == group_sets(se["result"]) == {
-        frozenset({f"{root}/img_01.png", f"{root}/img_01_dup.png"})}
+    assert (
+        group_sets(found.result)
+        == group_sets(se["result"])
+        == {frozenset({f"{root}/img_01.png", f"{root}/img_01_dup.png"})}
+    )
     assert found.lower_quality == se["lower_quality"] == [f"{root}/img_01.png"]
     check_stats(se["stats"], found.stats)
     assert found.stats["process"]["search"]["matches_found"] == {"duplicates": 1, "similar": 0}
-    assert found.stats["invalid_files"]["logs"] == {f"{root}/empty.png": UNIDENTIFIED,
-                                                    f"{root}/fake.jpg": UNIDENTIFIED,
-                                                    f"{root}/notes.txt": UNSUPPORTED,
-                                                    f"{root}/README": UNSUPPORTED}
+    assert found.stats["invalid_files"]["logs"] == {
+        f"{root}/empty.png": UNIDENTIFIED,
+        f"{root}/fake.jpg": UNIDENTIFIED,
+        f"{root}/notes.txt": UNSUPPORTED,
+        f"{root}/README": UNSUPPORTED,
+    }
 
 
 def test_same_dim_false_rotate_false_and_px32(library, run, tmp_path):
@@ -461,7 +529,10 @@ def test_same_dim_false_rotate_false_and_px32(library, run, tmp_path):
     assert f"{root}/flat/a_60x40.png" not in set(found.lower_quality) | set(se["lower_quality"])
     # W+H: 60x40 and 50x50 tie at 100 and difPy keeps the greater path; by pixels 50x50 (2500) is best.
     assert set(report["w_plus_h"]) == set(flat_b), W_PLUS_H
-    assert f"{root}/flat/b_50x50.png" in se["lower_quality"] and f"{root}/flat/b_60x40.png" in found.lower_quality
+    assert (
+        f"{root}/flat/b_50x50.png" in se["lower_quality"]
+        and f"{root}/flat/b_60x40.png" in found.lower_quality
+    )
 
     # rotate=False: no missing turn any more; the +16 wrap remains.
     se = dp["searches"][1]
@@ -482,18 +553,27 @@ def test_same_dim_false_rotate_false_and_px32(library, run, tmp_path):
 
 def test_in_folder_and_union_of_three_inputs(inputs, run, tmp_path):
     f1, f2, f3 = inputs
-    dp = run_difpy(tmp_path, f3, f2, f1, in_folder=True)       # difPy sorts its inputs, as dupflow does
+    dp = run_difpy(tmp_path, f3, f2, f1, in_folder=True)  # difPy sorts its inputs, as dupflow does
     se = dp["searches"][0]
     dif, found = run(f3, f2, f1, in_folder=True, processes=P)
     assert [str(d) for d in se["stats"]["directory"]] == [f1, f2, f3]
     assert list(found.result) == list(se["result"]) == [f1, f2]
     reports = []
     for folder, group in ((f1, "group_0"), (f2, "group_1")):
-        in_it = lambda paths: [p for p in paths if p.startswith(folder + os.sep)]  # noqa: E731
+        in_it = lambda paths, folder=folder: [p for p in paths if p.startswith(folder + os.sep)]  # noqa: E731
         one = {**dp, "folders": {group: dp["folders"][group]}}
-        reports.append(check_duplicate_parity(one, se["result"][folder], in_it(se["lower_quality"]),
-                                              found.result[folder], in_it(found.lower_quality),
-                                              rotate=True, same_dim=True, min_groups=1))
+        reports.append(
+            check_duplicate_parity(
+                one,
+                se["result"][folder],
+                in_it(se["lower_quality"]),
+                found.result[folder],
+                in_it(found.lower_quality),
+                rotate=True,
+                same_dim=True,
+                min_groups=1,
+            )
+        )
     check_counts(se["stats"], se["result"], found.stats, found.result, reports, in_folder=True)
     cross = {f"{f1}/img_02.png", f"{f2}/cross_img_02.png"}
     for result in (found.result, se["result"]):
@@ -516,8 +596,8 @@ def test_quarter_turns_in_a_fixed_order(tmp_path, run):
         base = photo(seed, 96, 72)
         files[name] = save(base, root / f"{name}.png")
         files[name + "_turned"] = save(np.rot90(base, k).copy(), root / f"{name}_r{90 * k}.png")
-    base = photo(54, 96, 72)                                  # t, t_r180, t_r270: the pair (t_r180, t_r270)
-    files["t"] = save(base, root / "t.png")                   # needs a 270° turn, but t claims both first
+    base = photo(54, 96, 72)  # t, t_r180, t_r270: the pair (t_r180, t_r270)
+    files["t"] = save(base, root / "t.png")  # needs a 270° turn, but t claims both first
     files["t_r180"] = save(np.rot90(base, 2).copy(), root / "t_r180.png")
     files["t_r270"] = save(np.rot90(base, 3).copy(), root / "t_r270.png")
     listing = sorted(files.values())
@@ -525,9 +605,9 @@ def test_quarter_turns_in_a_fixed_order(tmp_path, run):
     se = dp["searches"][0]
     assert [dp["names"][i] for i in sorted(dp["names"])] == listing
     dif, found = run(listing, processes=P)
-    q = frozenset({files["q"], files["q_turned"]})            # q_r270 follows q: difPy's 90° CCW try finds it
-    s = frozenset({files["s"], files["s_turned"]})            # 180°: found in any order
-    p = frozenset({files["p"], files["p_turned"]})            # p_r90 follows p: only a 270° turn finds it
+    q = frozenset({files["q"], files["q_turned"]})  # q_r270 follows q: difPy's 90° CCW try finds it
+    s = frozenset({files["s"], files["s_turned"]})  # 180°: found in any order
+    p = frozenset({files["p"], files["p_turned"]})  # p_r90 follows p: only a 270° turn finds it
     t = frozenset({files["t"], files["t_r180"], files["t_r270"]})
     assert group_sets(se["result"]) == {q, s, t}, MISSING_270
     assert group_sets(found.result) == {p, q, s, t}
@@ -567,12 +647,12 @@ def test_similar_values_equal_difpy_where_its_mse_is_true(tmp_path, run):
     assert dp_pairs.keys() == df_pairs.keys() and len(dp_pairs) == 3
     for pair, value in dp_pairs.items():
         a, b = (dp["tensors"][ids[f]].astype(int) for f in sorted(pair))
-        assert np.abs(a - b).max() <= 15                     # where difPy's value is the true MSE
+        assert np.abs(a - b).max() <= 15  # where difPy's value is the true MSE
         assert 0 < value <= 10 and df_pairs[pair] == value, (pair, value, df_pairs[pair])
     assert dp_pairs[frozenset((str(root / "n0.png"), str(root / "n0_plus1.png")))] == 1.0
     assert found.stats["process"]["search"]["matches_found"] == {"duplicates": 0, "similar": 3}
     assert se["stats"]["process"]["search"]["matches_found"] == {"duplicates": 0, "similar": 3}
-    assert found.lower_quality == se["lower_quality"]        # same sizes: the greater path is kept by both
+    assert found.lower_quality == se["lower_quality"]  # same sizes: the greater path is kept by both
     check_stats(se["stats"], found.stats)
 
 
@@ -583,7 +663,7 @@ def _formats(root) -> dict[str, str]:
     out = {"png": save(rgb, f"{root}/rgb.png"), "jpeg": save(rgb, f"{root}/rgb.jpg", quality=90)}
     Image.fromarray(rgb).convert("CMYK").save(f"{root}/cmyk.jpg", quality=90)
     out["cmyk_jpeg"] = f"{root}/cmyk.jpg"
-    Image.fromarray((photo(71, 50, 70)[..., 0].astype(np.uint16) * 200)).save(f"{root}/gray16.png")
+    Image.fromarray(photo(71, 50, 70)[..., 0].astype(np.uint16) * 200).save(f"{root}/gray16.png")
     out["png16"] = f"{root}/gray16.png"
     Image.fromarray(rgb).convert("P", palette=Image.ADAPTIVE, colors=64).save(f"{root}/palette.png")
     out["palette"] = f"{root}/palette.png"
@@ -597,14 +677,14 @@ def _formats(root) -> dict[str, str]:
     Image.fromarray(rgb).convert("1").save(f"{root}/bilevel.png")
     out["bilevel"] = f"{root}/bilevel.png"
     exif = Image.Exif()
-    exif[0x0112] = 6                                          # "rotate 90": neither tool applies it
+    exif[0x0112] = 6  # "rotate 90": neither tool applies it
     Image.fromarray(rgb).save(f"{root}/exif6.jpg", exif=exif, quality=90)
     out["exif_oriented_jpeg"] = f"{root}/exif6.jpg"
     frames = [Image.fromarray(photo(72 + k, 40, 30)).convert("P") for k in range(2)]
     frames[0].save(f"{root}/anim.gif", save_all=True, append_images=frames[1:])
     out["gif_first_frame"] = f"{root}/anim.gif"
     wide = photo(74, 60, 45).astype(np.uint16) * 257 + np.arange(45 * 60 * 3).reshape(45, 60, 3) % 200
-    with open(f"{root}/rgb48.png", "wb") as fh:                # 16 bits per channel, RGB
+    with open(f"{root}/rgb48.png", "wb") as fh:  # 16 bits per channel, RGB
         fh.write(_png(wide))
     out["png48"] = f"{root}/rgb48.png"
     Image.fromarray(rgb).convert("LA").save(f"{root}/gray_alpha.png")
@@ -640,7 +720,9 @@ def test_tensor_equals_difpy(tmp_path, px):
     # difPy refuses the palette PNG with bytes transparency (PALETTE_WARNING); dupflow decodes it, with
     # the tensor difPy's recipe gives once the warning is not an error.
     trns = str(tmp_path / "fmt" / "palette_trns.png")
-    assert "Palette images with Transparency" in dp["build_stats"]["invalid_files"]["logs"][trns], PALETTE_WARNING
+    assert "Palette images with Transparency" in dp["build_stats"]["invalid_files"]["logs"][trns], (
+        PALETTE_WARNING
+    )
     with open(trns, "rb") as fh:
         tensor, width, height = decode_image(fh.read(), px, "exact")
     assert np.array_equal(tensor, reference_tensor(trns, px)) and (width, height) == (40, 30)

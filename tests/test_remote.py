@@ -1,5 +1,6 @@
 """Remote storage against a real S3 endpoint over HTTP (moto's server) through s3fs, plus memory:// and a
 gs:// stand-in: listing, batched reads, the catalog on S3, move/delete/undo, and no leaked credentials."""
+
 from __future__ import annotations
 
 import glob
@@ -23,13 +24,13 @@ pytest.importorskip("moto.server")
 import fsspec  # noqa: E402
 import s3fs  # noqa: E402
 from fsspec.spec import AbstractFileSystem  # noqa: E402
+from imagegen import make_photo_set, photo, save  # noqa: E402
 
 import dupflow  # noqa: E402
 from dupflow import actions, cli  # noqa: E402
 from dupflow.catalog import CatalogRef  # noqa: E402
 from dupflow.ingest import _decode_partition, _read_batch  # noqa: E402
 from dupflow.sources import LiteralLocalFileSystem, _remote_stamp, current_state, list_files  # noqa: E402
-from imagegen import make_photo_set, photo, save  # noqa: E402
 
 
 def png(array: np.ndarray, **kwargs) -> bytes:
@@ -42,9 +43,10 @@ def png(array: np.ndarray, **kwargs) -> bytes:
 def endpoint():
     """moto's S3 server on 127.0.0.1 and a free port, for the whole session (workers reach it over HTTP)."""
     from moto.server import ThreadedMotoServer
+
     werkzeug = logging.getLogger("werkzeug")
     level = werkzeug.level
-    werkzeug.setLevel(logging.ERROR)   # one access-log line per request otherwise
+    werkzeug.setLevel(logging.ERROR)  # one access-log line per request otherwise
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
@@ -54,7 +56,11 @@ def endpoint():
 
 
 def s3_options(endpoint: str, key: str = "testing", secret: str = "testing") -> dict:
-    return {"key": key, "secret": secret, "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"}}
+    return {
+        "key": key,
+        "secret": secret,
+        "client_kwargs": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+    }
 
 
 class Bucket:
@@ -74,7 +80,7 @@ class Bucket:
         self.fs.invalidate_cache()
         base = f"{self.name}/{prefix}"
         found = self.fs.find(base) if self.fs.exists(base) else []
-        return {path[len(base) + 1:]: self.fs.cat_file(path) for path in found}
+        return {path[len(base) + 1 :]: self.fs.cat_file(path) for path in found}
 
 
 @pytest.fixture
@@ -83,18 +89,21 @@ def bucket(endpoint):
 
 
 def search(paths, catalog, client, options, similarity="duplicates", **search_kw):
-    dif = dupflow.build(*paths, catalog=catalog, storage_options=options, scheduler=client, show_progress=False)
+    dif = dupflow.build(
+        *paths, catalog=catalog, storage_options=options, scheduler=client, show_progress=False
+    )
     return dif, dupflow.search(dif, similarity=similarity, show_progress=False, **search_kw)
 
 
 def relative(found, prefix: str):
     """A search's result, lower_quality and pairs with `prefix` cut off every path."""
-    cut = lambda p: p[len(prefix):] if p.startswith(prefix) else pytest.fail(f"{p} not under {prefix}")  # noqa: E731
+    cut = lambda p: p[len(prefix) :] if p.startswith(prefix) else pytest.fail(f"{p} not under {prefix}")  # noqa: E731
     result = {cut(k): [[cut(m), mse] for m, mse in v] for k, v in found.result.items()}
     return result, [cut(p) for p in found.lower_quality], [(cut(a), cut(b), mse) for a, b, mse in found.pairs]
 
 
 # 1. the same photos in a bucket and on disk give the same answers
+
 
 def test_bucket_search_matches_local_search(client, bucket, tmp_path):
     local = tmp_path / "photos"
@@ -111,55 +120,76 @@ def test_bucket_search_matches_local_search(client, bucket, tmp_path):
         assert there.result and all(k.startswith(f"s3://{bucket.name}/photos/") for k in there.result)
         assert there.stats["directory"] == [remote]
         assert there.stats["total_files"] == here.stats["total_files"] == len(on_disk)
-        assert there.stats["process"]["search"]["matches_found"] == here.stats["process"]["search"]["matches_found"]
+        assert (
+            there.stats["process"]["search"]["matches_found"]
+            == here.stats["process"]["search"]["matches_found"]
+        )
         assert dif.stats["dupflow"]["build"]["decoded"] == len(on_disk)
     # the planted byte copies and quarter turns are in the bucket's duplicate groups
     _, dup = search([remote], str(tmp_path / "cat_s30"), client, bucket.options)
-    grouped = {p[len(remote) + 1:] for k, v in dup.result.items() for p in [k] + [m for m, _ in v]}
+    grouped = {p[len(remote) + 1 :] for k, v in dup.result.items() for p in [k] + [m for m, _ in v]}
     assert set(planted["copy"]) | set(planted["rot90"]) <= grouped
 
 
 # 2. one search over a local folder, an S3 prefix and a memory:// folder
 
+
 def test_mixed_local_s3_and_memory_inputs(bucket, tmp_path, catalog):
     twin = photo(42, 96, 72)
     local_copy = save(twin, tmp_path / "disk" / "twin.png")
     save(photo(43, 96, 72), tmp_path / "disk" / "other.png")
-    bucket.fs.pipe({f"{bucket.name}/lake/deep/twin.png": png(twin, compress_level=1),   # other bytes, same pixels
-                    f"{bucket.name}/lake/unrelated.png": png(photo(44, 96, 72))})
-    memory, folder = fsspec.filesystem("memory"), f"dupflow-{uuid.uuid4().hex[:8]}"   # memory://folder
-    memory.pipe({f"/{folder}/twin.png": png(twin, compress_level=9), f"/{folder}/x/y.png": png(photo(45, 80, 80))})
+    bucket.fs.pipe(
+        {
+            f"{bucket.name}/lake/deep/twin.png": png(twin, compress_level=1),  # other bytes, same pixels
+            f"{bucket.name}/lake/unrelated.png": png(photo(44, 96, 72)),
+        }
+    )
+    memory, folder = fsspec.filesystem("memory"), f"dupflow-{uuid.uuid4().hex[:8]}"  # memory://folder
+    memory.pipe(
+        {f"/{folder}/twin.png": png(twin, compress_level=9), f"/{folder}/x/y.png": png(photo(45, 80, 80))}
+    )
     try:
         # memory:// lives in this process only: the default scheduler (threads here, for a small job) sees it
-        dif = dupflow.build(str(tmp_path / "disk"), bucket.url("lake"), f"memory://{folder}", catalog=catalog,
-                            storage_options=bucket.options, show_progress=False)
+        dif = dupflow.build(
+            str(tmp_path / "disk"),
+            bucket.url("lake"),
+            f"memory://{folder}",
+            catalog=catalog,
+            storage_options=bucket.options,
+            show_progress=False,
+        )
         with dif:
             found = dupflow.search(dif, show_progress=False)
         twins = {local_copy, bucket.url("lake/deep/twin.png"), f"memory://{folder}/twin.png"}
         assert dif.stats["total_files"] == 6 and dif.stats["invalid_files"]["count"] == 0
         assert len(found.result) == 1
-        (primary, matches), = found.result.items()
+        ((primary, matches),) = found.result.items()
         assert {primary} | {m for m, _ in matches} == twins and all(mse == 0.0 for _, mse in matches)
         assert found.lower_quality == sorted(twins - {primary})
-        found.delete(silent_del=True)   # each copy is under its input, unchanged: both go, across stores
-        assert [current_state(p, bucket.options) is None for p in sorted(twins)] == \
-               [p != primary for p in sorted(twins)]
+        found.delete(silent_del=True)  # each copy is under its input, unchanged: both go, across stores
+        assert [current_state(p, bucket.options) is None for p in sorted(twins)] == [
+            p != primary for p in sorted(twins)
+        ]
     finally:
         memory.rm(f"/{folder}", recursive=True)
 
 
 def test_memory_files_unseen_by_worker_processes_get_a_clear_reason(client, tmp_path, catalog):
-    memory, folder = fsspec.filesystem("memory"), f"dupflow-{uuid.uuid4().hex[:8]}"   # memory://folder
+    memory, folder = fsspec.filesystem("memory"), f"dupflow-{uuid.uuid4().hex[:8]}"  # memory://folder
     memory.pipe({f"/{folder}/a.png": png(photo(1))})
     try:
         dif = dupflow.build(f"memory://{folder}", catalog=catalog, scheduler=client, show_progress=False)
     finally:
         memory.rm(f"/{folder}", recursive=True)
     assert list(dif.stats["invalid_files"]["logs"]) == [f"memory://{folder}/a.png"]
-    assert "memory:// files exist only in the process" in dif.stats["invalid_files"]["logs"][f"memory://{folder}/a.png"]
+    assert (
+        "memory:// files exist only in the process"
+        in dif.stats["invalid_files"]["logs"][f"memory://{folder}/a.png"]
+    )
 
 
 # 3. the catalog itself on S3: reruns decode only what is new or changed
+
 
 def test_catalog_on_s3_reuses_and_tracks_changes(client, bucket, tmp_path):
     photos = {f"p{k}.png": png(photo(100 + k, 64, 48)) for k in range(5)}
@@ -170,7 +200,7 @@ def test_catalog_on_s3_reuses_and_tracks_changes(client, bucket, tmp_path):
     def rerun():
         return search([source], catalog, client, bucket.options)
 
-    ours = fsspec.core.url_to_fs(catalog, **bucket.options)[0]    # dupflow's client-side s3fs instance
+    ours = fsspec.core.url_to_fs(catalog, **bucket.options)[0]  # dupflow's client-side s3fs instance
     ours.ls(bucket.name)
     operations = []
     hook = lambda model, **_: operations.append(model.name)  # noqa: E731
@@ -186,20 +216,20 @@ def test_catalog_on_s3_reuses_and_tracks_changes(client, bucket, tmp_path):
     assert found.result == {f"{source}/p0.png": [[f"{source}/copy_of_p0.png", 0.0]]}
     stored = bucket.keys("cat")
     assert any("/shards/" in k for k in stored) and any("/index/" in k for k in stored)
-    assert not any(k.rsplit("/", 1)[-1].startswith(".") for k in stored)   # written in place: no temporaries
+    assert not any(k.rsplit("/", 1)[-1].startswith(".") for k in stored)  # written in place: no temporaries
 
     dif, again = rerun()
     assert (dif.stats["dupflow"]["build"]["decoded"], dif.stats["dupflow"]["build"]["reused"]) == (0, 6)
     assert again.result == found.result
 
-    bucket.fs.pipe_file(f"{bucket.name}/photos/new/p1_again.png", photos["p1.png"])     # one new object
+    bucket.fs.pipe_file(f"{bucket.name}/photos/new/p1_again.png", photos["p1.png"])  # one new object
     dif, found = rerun()
     assert (dif.stats["dupflow"]["build"]["decoded"], dif.stats["dupflow"]["build"]["reused"]) == (1, 6)
     assert found.result[f"{source}/p1.png"] == [[f"{source}/new/p1_again.png", 0.0]]
 
     old = current_state(f"{source}/copy_of_p0.png", bucket.options)
-    bucket.fs.pipe_file(f"{bucket.name}/photos/copy_of_p0.png", png(photo(999, 64, 48)))   # other bytes
-    assert current_state(f"{source}/copy_of_p0.png", bucket.options)[1] != old[1]         # new ETag
+    bucket.fs.pipe_file(f"{bucket.name}/photos/copy_of_p0.png", png(photo(999, 64, 48)))  # other bytes
+    assert current_state(f"{source}/copy_of_p0.png", bucket.options)[1] != old[1]  # new ETag
     dif, found = rerun()
     assert (dif.stats["dupflow"]["build"]["decoded"], dif.stats["dupflow"]["build"]["reused"]) == (1, 6)
     assert f"{source}/p0.png" not in found.result
@@ -213,45 +243,75 @@ def test_catalog_on_s3_reuses_and_tracks_changes(client, bucket, tmp_path):
 
 # 4. credentials never show
 
+
 def test_credentials_never_appear(client, endpoint, tmp_path, caplog, capsys):
     secret = f"SeCrEt-{uuid.uuid4().hex}"
     key = f"AKIA{uuid.uuid4().hex[:16].upper()}"
     b = Bucket(endpoint, key=key, secret=secret)
     twin = photo(7, 64, 48)
-    b.fs.pipe({f"{b.name}/photos/a.png": png(twin), f"{b.name}/photos/b.png": png(twin, compress_level=1),
-               f"{b.name}/photos/broken.jpg": b"not an image at all"})
+    b.fs.pipe(
+        {
+            f"{b.name}/photos/a.png": png(twin),
+            f"{b.name}/photos/b.png": png(twin, compress_level=1),
+            f"{b.name}/photos/broken.jpg": b"not an image at all",
+        }
+    )
     catalog = b.url("cat")
     seen: list[str] = []
 
     caplog.set_level(logging.DEBUG)
     dif, found = search([b.url("photos")], catalog, client, b.options)
-    seen += [json.dumps(found.stats), json.dumps(found.result), json.dumps(found.lower_quality), repr(dif.stats)]
+    seen += [
+        json.dumps(found.stats),
+        json.dumps(found.result),
+        json.dumps(found.lower_quality),
+        repr(dif.stats),
+    ]
     assert found.stats["invalid_files"]["count"] == 1 and len(found.lower_quality) == 1
     found.move_to(b.url("quarantine"))
     seen.append(open(found.journal, encoding="utf-8").read())
     assert dupflow.undo(found.journal, b.options)["restored"] == 1
     for missing in (b.url("no/such/prefix"), f"s3://{b.name}-missing/photos"):
         with pytest.raises(FileNotFoundError) as info:
-            dupflow.build(missing, catalog=catalog, storage_options=b.options, scheduler=client, show_progress=False)
+            dupflow.build(
+                missing, catalog=catalog, storage_options=b.options, scheduler=client, show_progress=False
+            )
         assert missing in str(info.value)
         seen.append("".join(traceback.format_exception(info.value)))
-    with pytest.raises(FileNotFoundError) as info:   # fails inside a worker process; the error travels back
-        dupflow.build(b.url("photos"), catalog=f"s3://{b.name}-no-bucket/cat", storage_options=b.options,
-                      scheduler=client, show_progress=False)
+    with pytest.raises(FileNotFoundError) as info:  # fails inside a worker process; the error travels back
+        dupflow.build(
+            b.url("photos"),
+            catalog=f"s3://{b.name}-no-bucket/cat",
+            storage_options=b.options,
+            scheduler=client,
+            show_progress=False,
+        )
     assert f"{b.name}-no-bucket" in str(info.value)
     seen.append("".join(traceback.format_exception(info.value)))
     # every log record, DEBUG included, is free of the secret; the key id (not a secret: SigV4 sends it in
     # clear) shows only in botocore's DEBUG dump of request headers, never in dupflow's records or above DEBUG
     assert secret not in caplog.text
-    seen += [r.getMessage() for r in caplog.records if r.name.startswith("dupflow") or r.levelno > logging.DEBUG]
-    assert any("broken.jpg" in text for text in seen)       # the log did record the run's warnings
+    seen += [
+        r.getMessage() for r in caplog.records if r.name.startswith("dupflow") or r.levelno > logging.DEBUG
+    ]
+    assert any("broken.jpg" in text for text in seen)  # the log did record the run's warnings
 
     logger = logging.getLogger("dupflow")
     saved = (list(logger.handlers), logger.level, logger.propagate)
     try:
         report = tmp_path / "report"
-        cli_args = ["--storage-options", json.dumps(b.options), "--catalog", catalog,
-                    "--scheduler", client.scheduler.address, "-p", "false", "-Z", str(report)]
+        cli_args = [
+            "--storage-options",
+            json.dumps(b.options),
+            "--catalog",
+            catalog,
+            "--scheduler",
+            client.scheduler.address,
+            "-p",
+            "false",
+            "-Z",
+            str(report),
+        ]
         assert cli.main([b.url("photos"), *cli_args, "-mv", b.url("cli_quarantine")]) == 0
         assert cli.main([b.url("nothing/here"), *cli_args]) == 2
     finally:
@@ -269,6 +329,7 @@ def test_credentials_never_appear(client, endpoint, tmp_path, caplog, capsys):
 
 
 # 5. move_to and delete across the bucket and the local disk, journaled and undoable
+
 
 def _planted_names(fs, base: str) -> dict[str, bytes]:
     """z_best.png plus two byte-identical img.png in a/ and b/ (the matches), and an unrelated photo."""
@@ -304,7 +365,10 @@ def test_move_from_bucket_to_disk_and_undo(client, bucket, tmp_path, catalog):
     assert found.lower_quality == sorted(str(dest / n) for n in landed)
     assert sorted(bucket.keys("photos")) == ["other.png", "z_best.png"]
     done = [r for r in _journal(found.journal) if r.get("op") == "done"]
-    assert sorted(r["source"] for r in done) == [bucket.url("photos/a/img.png"), bucket.url("photos/b/img.png")]
+    assert sorted(r["source"] for r in done) == [
+        bucket.url("photos/a/img.png"),
+        bucket.url("photos/b/img.png"),
+    ]
 
     assert dupflow.undo(found.journal, bucket.options) == {"restored": 2, "skipped": 0, "not_restorable": 0}
     assert bucket.keys("photos") == files
@@ -349,9 +413,9 @@ def test_move_never_replaces_an_object_that_appears_meanwhile(bucket, tmp_path, 
     target = bucket.url("q/img.png")
     bucket.fs.pipe_file(f"{bucket.name}/q/img.png", b"theirs")
     ours = fsspec.core.url_to_fs(target, **bucket.options)[0]
-    monkeypatch.setattr(ours, "exists", lambda *a, **k: False)   # as if it appeared after the check
+    monkeypatch.setattr(ours, "exists", lambda *a, **k: False)  # as if it appeared after the check
     with pytest.raises(FileExistsError):
-        actions._move_one(str(src), target, bucket.options)          # S3: PUT with If-None-Match: *
+        actions._move_one(str(src), target, bucket.options)  # S3: PUT with If-None-Match: *
     assert bucket.keys("q") == {"img.png": b"theirs"} and src.read_bytes() == b"mine"
 
     dest = tmp_path / "dest" / "img.png"
@@ -359,12 +423,12 @@ def test_move_never_replaces_an_object_that_appears_meanwhile(bucket, tmp_path, 
     dest.write_bytes(b"local theirs")
     monkeypatch.setattr(LiteralLocalFileSystem, "exists", lambda *a, **k: False)
     with pytest.raises(FileExistsError):
-        actions._move_one(target, str(dest), bucket.options)          # local: O_EXCL
+        actions._move_one(target, str(dest), bucket.options)  # local: O_EXCL
     assert dest.read_bytes() == b"local theirs" and bucket.keys("q") == {"img.png": b"theirs"}
 
 
 def test_a_failed_copy_leaves_no_partial_object(bucket, tmp_path, monkeypatch):
-    data = b"x" * (3 * actions.COPY_CHUNK // 2)     # two chunks: the read fails after one was written
+    data = b"x" * (3 * actions.COPY_CHUNK // 2)  # two chunks: the read fails after one was written
 
     class Failing(io.BytesIO):
         def read(self, n=-1):
@@ -376,27 +440,32 @@ def test_a_failed_copy_leaves_no_partial_object(bucket, tmp_path, monkeypatch):
     src.write_bytes(data)
     bucket.fs.pipe_file(f"{bucket.name}/photos/img.png", data)
     ours = fsspec.core.url_to_fs(bucket.url(), **bucket.options)[0]
-    for source, target, reader in ((str(src), bucket.url("q/img.png"), LiteralLocalFileSystem),   # to S3
-                                   (bucket.url("photos/img.png"), str(tmp_path / "local/img.png"), ours)):
+    for source, target, reader in (
+        (str(src), bucket.url("q/img.png"), LiteralLocalFileSystem),  # to S3
+        (bucket.url("photos/img.png"), str(tmp_path / "local/img.png"), ours),
+    ):
         with monkeypatch.context() as patch:
             patch.setattr(reader, "open", lambda *a, **k: Failing(data))
             with pytest.raises(OSError, match="read failed"):
                 actions._move_one(source, target, bucket.options)
-        assert current_state(target, bucket.options) is None          # no partial copy
-        assert current_state(source, bucket.options)[0] == len(data)   # the original stays
+        assert current_state(target, bucket.options) is None  # no partial copy
+        assert current_state(source, bucket.options)[0] == len(data)  # the original stays
 
 
 # 6. batched reads: one cat_ranges round per batch, and a missing object is that object's error only
+
 
 def test_read_batch_is_one_round_with_per_file_errors(bucket, endpoint, tmp_path, monkeypatch):
     images = {f"{bucket.name}/batch/img_{k:02d}.png": png(photo(200 + k, 40, 30)) for k in range(15)}
     bucket.fs.pipe(images)
     urls = [f"s3://{path}" for path in images] + [bucket.url("batch/gone.png")]
     fs = fsspec.core.url_to_fs(urls[0], **bucket.options)[0]
-    fs.ls(bucket.name)                                      # the client exists, so we can watch its calls
+    fs.ls(bucket.name)  # the client exists, so we can watch its calls
     calls, operations = [], []
-    real = fs.cat_ranges            # async filesystems mirror it onto each instance: spy on this one
-    monkeypatch.setattr(fs, "cat_ranges", lambda paths, *a, **k: calls.append(len(paths)) or real(paths, *a, **k))
+    real = fs.cat_ranges  # async filesystems mirror it onto each instance: spy on this one
+    monkeypatch.setattr(
+        fs, "cat_ranges", lambda paths, *a, **k: calls.append(len(paths)) or real(paths, *a, **k)
+    )
     hook = lambda model, **_: operations.append(model.name)  # noqa: E731
     fs.s3.meta.events.register("before-call.s3", hook)
     try:
@@ -404,7 +473,7 @@ def test_read_batch_is_one_round_with_per_file_errors(bucket, endpoint, tmp_path
     finally:
         fs.s3.meta.events.unregister("before-call.s3", hook)
     assert calls == [16]
-    assert sorted(operations) == ["GetObject"] * 16        # one GET per object, no HEAD or LIST
+    assert sorted(operations) == ["GetObject"] * 16  # one GET per object, no HEAD or LIST
     assert all(got[f"s3://{path}"] == data for path, data in images.items())
     assert isinstance(got[urls[-1]], FileNotFoundError) and "after it was listed" in str(got[urls[-1]])
 
@@ -412,18 +481,21 @@ def test_read_batch_is_one_round_with_per_file_errors(bucket, endpoint, tmp_path
     rows = _decode_partition([(u, 1, "s") for u in urls], catalog, bucket.options, 16, "exact")
     assert [r["url"] for r in rows] == urls
     assert all(r["error"] is None and r["shard"] for r in rows[:-1])
-    assert rows[-1]["error"] == "File not found: deleted or moved after it was listed" and not rows[-1]["cache"]
+    assert (
+        rows[-1]["error"] == "File not found: deleted or moved after it was listed" and not rows[-1]["cache"]
+    )
 
 
 # 7. listing thousands of objects, skipping hidden ones
+
 
 def test_listing_2000_objects_skips_hidden_ones(bucket):
     objects = {f"{bucket.name}/many/f{k // 100:02d}/img_{k:04d}.jpg": b"x" for k in range(2000)}
     hidden = [".hidden/a.jpg", ".dotfile.jpg", "f00/.secret/b.jpg", "f01/.dot.png"]
     objects.update({f"{bucket.name}/many/{name}": b"h" for name in hidden})
-    objects[f"{bucket.name}/many/f02/"] = b""                       # a folder marker, as consoles make
+    objects[f"{bucket.name}/many/f02/"] = b""  # a folder marker, as consoles make
     objects[f"{bucket.name}/many/notes.txt"] = b"t"
-    objects[f"{bucket.name}/many2/img.jpg"] = b"sibling prefix"     # not under many/
+    objects[f"{bucket.name}/many2/img.jpg"] = b"sibling prefix"  # not under many/
     bucket.fs.pipe(objects)
 
     start = time.perf_counter()
@@ -434,11 +506,11 @@ def test_listing_2000_objects_skips_hidden_ones(bucket):
     assert listing.path[0] == bucket.url("many/f00/img_0000.jpg") and listing.url == listing.path
     assert not any("/." in p for p in listing.path)
     assert listing.invalid == {bucket.url("many/notes.txt"): "Unsupported file type"}
-    assert all(s == 1 and len(t) == 32 for s, t in zip(listing.size, listing.stamp))   # size, plain ETag
+    assert all(s == 1 and len(t) == 32 for s, t in zip(listing.size, listing.stamp))  # size, plain ETag
 
     flat = list_files([bucket.url("many")], False, True, bucket.options)
     assert len(flat) == 0 and list(flat.invalid) == [bucket.url("many/notes.txt")]
-    bucket.fs.pipe_file(f"{bucket.name}/many/top.jpg", b"new")           # another client adds one
+    bucket.fs.pipe_file(f"{bucket.name}/many/top.jpg", b"new")  # another client adds one
     flat = list_files([bucket.url("many")], False, True, bucket.options)
     assert flat.path == [bucket.url("many/top.jpg")]
     one = list_files([bucket.url("many/f00/img_0007.jpg")], True, True, bucket.options)
@@ -455,26 +527,37 @@ def test_current_state_takes_file_urls(tmp_path):
 
 # gs:// cannot be served here; an in-process stand-in with gcsfs's listing fields takes the same path
 
+
 class FakeGCS(AbstractFileSystem):
     """Objects with gcsfs-style metadata: `generation` changes with content, `etag` also with metadata."""
+
     protocol = ("gs", "gcs")
     cachable = False
-    objects: dict[str, list] = {}    # path -> [bytes, generation, metageneration]
+    objects: dict[str, list] = {}  # path -> [bytes, generation, metageneration]
 
     def _meta(self, path: str) -> dict:
         data, generation, meta = self.objects[path]
-        return {"name": path, "type": "file", "size": len(data), "generation": str(generation),
-                "metageneration": str(meta), "etag": f"C{generation}{meta}=",
-                "md5Hash": hashlib.md5(data).hexdigest(), "updated": f"2024-01-01T00:00:{generation % 60:02d}Z"}
+        return {
+            "name": path,
+            "type": "file",
+            "size": len(data),
+            "generation": str(generation),
+            "metageneration": str(meta),
+            "etag": f"C{generation}{meta}=",
+            "md5Hash": hashlib.md5(data).hexdigest(),
+            "updated": f"2024-01-01T00:00:{generation % 60:02d}Z",
+        }
 
     def ls(self, path, detail=True, **kwargs):
         path = self._strip_protocol(path).rstrip("/")
         out = {}
         for key in self.objects:
             if key.startswith(path + "/"):
-                head = key[len(path) + 1:].split("/", 1)
+                head = key[len(path) + 1 :].split("/", 1)
                 name = f"{path}/{head[0]}"
-                out[name] = self._meta(key) if len(head) == 1 else {"name": name, "type": "directory", "size": 0}
+                out[name] = (
+                    self._meta(key) if len(head) == 1 else {"name": name, "type": "directory", "size": 0}
+                )
         if not out and path in self.objects:
             out = {path: self._meta(path)}
         if not out:
@@ -489,19 +572,28 @@ class FakeGCS(AbstractFileSystem):
 
 
 def test_gs_urls_take_the_same_path_with_generation_stamps(monkeypatch, tmp_path, catalog):
-    registry = importlib.import_module("fsspec.registry")._registry   # what register_implementation fills
+    registry = importlib.import_module("fsspec.registry")._registry  # what register_implementation fills
     monkeypatch.setitem(registry, "gs", FakeGCS)
     monkeypatch.setitem(registry, "gcs", FakeGCS)
     monkeypatch.setattr(FakeGCS, "objects", {})
     twin = photo(77, 64, 48)
-    FakeGCS.objects.update({"lake/raw/a.png": [png(twin), 1, 1], "lake/raw/sub/b.png": [png(twin, compress_level=1), 5, 1],
-                            "lake/raw/.hidden.png": [b"h", 1, 1], "lake/raw/c.png": [png(photo(78, 64, 48)), 9, 1]})
+    FakeGCS.objects.update(
+        {
+            "lake/raw/a.png": [png(twin), 1, 1],
+            "lake/raw/sub/b.png": [png(twin, compress_level=1), 5, 1],
+            "lake/raw/.hidden.png": [b"h", 1, 1],
+            "lake/raw/c.png": [png(photo(78, 64, 48)), 9, 1],
+        }
+    )
 
     assert _remote_stamp(FakeGCS()._meta("lake/raw/a.png")) == "1"
     assert _remote_stamp({"ETag": '"abc"', "LastModified": "x"}) == "abc"
-    assert current_state("gs://lake/raw/sub/b.png", {}) == (len(FakeGCS.objects["lake/raw/sub/b.png"][0]), "5")
+    assert current_state("gs://lake/raw/sub/b.png", {}) == (
+        len(FakeGCS.objects["lake/raw/sub/b.png"][0]),
+        "5",
+    )
 
-    def run():   # default scheduler: threads in this process, which sees the stand-in
+    def run():  # default scheduler: threads in this process, which sees the stand-in
         dif = dupflow.build("gs://lake/raw", catalog=catalog, show_progress=False)
         with dif:
             return dif, dupflow.search(dif, show_progress=False)
@@ -509,10 +601,10 @@ def test_gs_urls_take_the_same_path_with_generation_stamps(monkeypatch, tmp_path
     dif, found = run()
     assert found.result == {"gs://lake/raw/sub/b.png": [["gs://lake/raw/a.png", 0.0]]}
     assert dif.stats["dupflow"]["build"]["decoded"] == 3 and dif.stats["total_files"] == 3
-    FakeGCS.objects["lake/raw/a.png"][2] += 1          # metadata only: etag changes, generation does not
+    FakeGCS.objects["lake/raw/a.png"][2] += 1  # metadata only: etag changes, generation does not
     dif, _ = run()
     assert dif.stats["dupflow"]["build"]["decoded"] == 0
-    FakeGCS.objects["lake/raw/c.png"] = [png(twin, compress_level=3), 10, 1]   # rewritten: new generation
+    FakeGCS.objects["lake/raw/c.png"] = [png(twin, compress_level=3), 10, 1]  # rewritten: new generation
     dif, found = run()
     assert dif.stats["dupflow"]["build"]["decoded"] == 1
     assert found.lower_quality == ["gs://lake/raw/a.png", "gs://lake/raw/c.png"]
