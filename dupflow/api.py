@@ -15,7 +15,7 @@ from . import __version__
 from .actions import Removal, delete_files, move_files
 from .catalog import CatalogError, CatalogRef, default_root, namespace
 from .cluster import Engine
-from .compare import block_size, find_edges
+from .compare import MatchSpec, Scope, block_size, find_edges
 from .groups import count_matches, greedy_groups, lower_quality, quality_order, result_dict
 from .ingest import Decoded, ingest
 from .params import ParameterError, ParameterTypeError, validate_build, validate_search
@@ -164,11 +164,8 @@ class search:
                     edges = find_edges(
                         b._catalog,
                         decoded,
-                        member_sets,
-                        bp.px_size,
-                        p.rotate,
-                        p.same_dim,
-                        p.similarity,
+                        [Scope(members) for members in member_sets],
+                        MatchSpec.from_threshold(bp.px_size, p.rotate, p.same_dim, p.similarity),
                         p.chunksize,
                         get_engine,
                         p.show_progress,
@@ -187,7 +184,9 @@ class search:
         d = 3 * bp.px_size * bp.px_size
         pixels = decoded.width * decoded.height
         per_set = [
-            greedy_groups(quality_order(members, pixels, listing.path), i, j, sums)
+            greedy_groups(
+                quality_order(members, pixels, listing.path, listing.mtime, listing.size, p.keep), i, j, sums
+            )
             for members, (i, j, sums) in zip(member_sets, edges)
         ]
         self._groups = [group for groups in per_set for group in groups]

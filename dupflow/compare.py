@@ -1,15 +1,18 @@
 """Stage 4, the Dask graph: catalog rows -> match edges (i, j, S) as file-table positions.
 
-Threshold 0 is a hash join: equal tensors (up to a quarter turn) have equal hashes, and each hash
-class is then checked tensor by tensor. Any other threshold cuts the images into blocks and runs one
-task per block pair, skipping pairs whose brightness ranges alone rule every match out.
+What is compared is a list of scopes: each scope's members are compared with each other and with the
+scope's reference images, never reference with reference (so 1,000 new images against 100,000 already
+kept ones costs 1,000 x 100,000 pruned work, not 101,000^2). Threshold 0 is a hash join: equal tensors
+(up to a quarter turn) have equal hashes, and each hash class is then checked tensor by tensor. Any other
+threshold cuts the images into blocks and runs one task per block pair holding at least one member,
+skipping pairs whose brightness ranges alone rule every match out.
 """
 
 from __future__ import annotations
 
-import math
+import uuid
 from collections import defaultdict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
@@ -24,6 +27,47 @@ BLOCK_BYTES = 16 * 2**20  # tensor bytes per block: bounds a worker's memory, no
 VERIFY_IMAGES = 4096  # images checked per hash-join task
 
 Edges = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+__all__ = ["BLOCK_BYTES", "Edges", "MatchSpec", "Scope", "block_size", "find_edges"]
+
+
+@dataclass(frozen=True)
+class MatchSpec:
+    """What makes two images a match: tensor side, quarter turns, equal sizes, and the largest S allowed."""
+
+    px: int
+    rotate: bool
+    same_dim: bool
+    limit: float  # the largest sum of squared differences that still matches (kernels.match_limit)
+
+    @property
+    def d(self) -> int:
+        """Values per tensor (px x px x 3): MSE = S / d."""
+        return 3 * self.px * self.px
+
+    @classmethod
+    def from_threshold(cls, px: int, rotate: bool, same_dim: bool, threshold: float) -> MatchSpec:
+        """The spec for a user's MSE threshold, decided exactly (see kernels.match_limit)."""
+        return cls(px, rotate, same_dim, kernels.match_limit(threshold, 3 * px * px))
+
+
+def _no_positions() -> np.ndarray:
+    return np.empty(0, dtype=np.int64)
+
+
+@dataclass(frozen=True, eq=False)
+class Scope:
+    """Images compared together: members with each other and with every reference image, reference
+    images never with each other (positions in the file table; a position in both counts as a member)."""
+
+    members: np.ndarray
+    reference: np.ndarray = field(default_factory=_no_positions)
+
+    def __post_init__(self) -> None:
+        members = np.asarray(self.members, dtype=np.int64)
+        reference = np.setdiff1d(np.asarray(self.reference, dtype=np.int64), members)
+        object.__setattr__(self, "members", members)
+        object.__setattr__(self, "reference", reference)
 
 
 @dataclass(frozen=True)
@@ -106,41 +150,58 @@ def _verify(catalog: CatalogRef, rows: Rows, sizes: list[int], px: int, rotate: 
     return out
 
 
-def _hash_classes(decoded: Decoded, members: np.ndarray, rotate: bool, same_dim: bool) -> list[list[int]]:
-    """Members sharing a content hash (turn-invariant when rotate) and, with same_dim, a size."""
+def _hash_classes(decoded: Decoded, scope: Scope, spec: MatchSpec) -> list[list[int]]:
+    """Images sharing a content hash (turn-invariant when rotating) and, with same_dim, a size; only
+    classes holding a member and another image are kept."""
     classes: dict[tuple, list[int]] = defaultdict(list)
-    hashes = decoded.hash_turned if rotate else decoded.hash
-    for position in members.tolist():
+    hashes = decoded.hash_turned if spec.rotate else decoded.hash
+    n_members = len(scope.members)
+    for k, position in enumerate(np.concatenate([scope.members, scope.reference]).tolist()):
         key = (hashes[position],)
-        if same_dim:
+        if spec.same_dim:
             key += tuple(sorted((int(decoded.width[position]), int(decoded.height[position]))))
-        classes[key].append(position)
-    return [c for c in classes.values() if len(c) > 1]
+        classes[key].append((k < n_members, position))
+    # members first within each class, so a class's first image is a member when it has one
+    return [
+        [p for _, p in sorted(c, key=lambda e: not e[0])]
+        for c in classes.values()
+        if len(c) > 1 and any(m for m, _ in c)
+    ]
 
 
 def _duplicate_tasks(
-    catalog: CatalogRef, decoded: Decoded, members: np.ndarray, px: int, rotate: bool, same_dim: bool
+    catalog: CatalogRef, decoded: Decoded, scope: Scope, spec: MatchSpec, key: str
 ) -> tuple[list, int]:
     """Tasks checking each hash class tensor by tensor, and how many images they read."""
     tasks, batch, sizes, images = [], [], [], 0
-    for cls in _hash_classes(decoded, members, rotate, same_dim):
+
+    def flush() -> None:
+        task = delayed(_verify, pure=True)(
+            catalog, _rows(decoded, batch), sizes, spec.px, spec.rotate, dask_key_name=(key, len(tasks))
+        )
+        tasks.append(task)
+
+    for cls in _hash_classes(decoded, scope, spec):
         batch.extend(cls)
         sizes.append(len(cls))
         images += len(cls)
         if len(batch) >= VERIFY_IMAGES:
-            tasks.append(delayed(_verify, pure=True)(catalog, _rows(decoded, batch), sizes, px, rotate))
+            flush()
             batch, sizes = [], []
     if batch:
-        tasks.append(delayed(_verify, pure=True)(catalog, _rows(decoded, batch), sizes, px, rotate))
+        flush()
     return tasks, images
 
 
-def _class_edges(results: list[list[list[int]]]) -> Edges:
-    """Every pair within each class of equal images, with S = 0."""
+def _class_edges(results: list[list[list[int]]], reference: np.ndarray) -> Edges:
+    """Every pair within each class of equal images, with S = 0 (never two reference images)."""
+    is_reference = set(reference.tolist())
     i, j = [], []
     for classes in results:
         for cls in classes:
             for x in range(len(cls)):
+                if cls[x] in is_reference:
+                    break  # members come first in a class: the rest are reference images too
                 i.extend(cls[x] for _ in range(len(cls) - x - 1))
                 j.extend(cls[x + 1 :])
     return np.array(i, dtype=np.int64), np.array(j, dtype=np.int64), np.zeros(len(i))
@@ -157,12 +218,11 @@ def _compare(
     catalog: CatalogRef,
     dims_a: np.ndarray | None,
     dims_b: np.ndarray | None,
-    px: int,
-    rotate: bool,
-    limit: float,
+    spec: MatchSpec,
     same: bool,
 ) -> Edges:
     """One block pair: bounds on the grids first, then tensors only for the pairs still in doubt."""
+    px, rotate, limit = spec.px, spec.rotate, spec.limit
     found = kernels.candidates(grids_a, grids_b, px, rotate, limit, dims_a, dims_b, upper=same)
     if found is None:  # most pairs survive the bounds: full matrix products are cheaper
         a = _load(catalog, rows_a)
@@ -180,32 +240,34 @@ def _compare(
     return rows_a.members[pick_a[i]], rows_b.members[pick_b[j]], sums
 
 
+def _blocks(decoded: Decoded, positions: np.ndarray, size: int) -> list[Rows]:
+    """Cut positions into blocks of `size`, in catalog order (each block reads few shards)."""
+    order = sorted(positions.tolist(), key=lambda p: (decoded.shard[p], decoded.row[p]))
+    return [_rows(decoded, order[s : s + size]) for s in range(0, len(order), size)]
+
+
 def _block_tasks(
-    catalog: CatalogRef,
-    decoded: Decoded,
-    members: np.ndarray,
-    px: int,
-    rotate: bool,
-    same_dim: bool,
-    limit: float,
-    size: int,
+    catalog: CatalogRef, decoded: Decoded, scope: Scope, spec: MatchSpec, size: int, key: str
 ) -> list:
-    """One task per block pair (i <= j) that the blocks' brightness ranges and sizes do not rule out."""
-    order = sorted(members.tolist(), key=lambda p: (decoded.shard[p], decoded.row[p]))
-    blocks = [_rows(decoded, order[s : s + size]) for s in range(0, len(order), size)]
-    d = 3 * px * px
-    means = decoded.sums.sum(axis=1) / d
+    """One task per block pair holding a member (member x member with x <= y, member x reference) that
+    the blocks' brightness ranges and sizes do not rule out."""
+    members = _blocks(decoded, scope.members, size)
+    blocks = members + _blocks(decoded, scope.reference, size)
+    means = decoded.sums.sum(axis=1) / spec.d
     ranges = [(means[b.members].min(), means[b.members].max()) for b in blocks]
-    radius = math.sqrt(limit / d) * (1 + 1e-9) + 1e-6
+    radius = kernels.mean_radius(spec.limit, spec.d)
     dims = np.sort(np.stack([decoded.width, decoded.height], axis=1), axis=1)
     shapes = [set(map(tuple, dims[b.members].tolist())) for b in blocks]
-    grids = [delayed(_load_grids, pure=True)(catalog, b, px) for b in blocks]
+    grids = [
+        delayed(_load_grids, pure=True)(catalog, b, spec.px, dask_key_name=(f"{key}-grids", x))
+        for x, b in enumerate(blocks)
+    ]
     tasks = []
-    for x, bx in enumerate(blocks):
+    for x, bx in enumerate(members):
         for y in range(x, len(blocks)):
             by = blocks[y]
             gap = max(ranges[y][0] - ranges[x][1], ranges[x][0] - ranges[y][1], 0.0)
-            if gap > radius or (same_dim and not shapes[x] & shapes[y]):
+            if gap > radius or (spec.same_dim and not shapes[x] & shapes[y]):
                 continue
             tasks.append(
                 delayed(_compare, pure=True)(
@@ -214,12 +276,11 @@ def _block_tasks(
                     bx,
                     by,
                     catalog,
-                    dims[bx.members] if same_dim else None,
-                    dims[by.members] if same_dim else None,
-                    px,
-                    rotate,
-                    limit,
+                    dims[bx.members] if spec.same_dim else None,
+                    dims[by.members] if spec.same_dim else None,
+                    spec,
                     x == y,
+                    dask_key_name=(key, x, y),
                 )
             )
     return tasks
@@ -228,32 +289,48 @@ def _block_tasks(
 def find_edges(
     catalog: CatalogRef,
     decoded: Decoded,
-    member_sets: list[np.ndarray],
-    px: int,
-    rotate: bool,
-    same_dim: bool,
-    threshold: float,
+    scopes: list[Scope],
+    spec: MatchSpec,
     chunksize: int | None,
     engine: Callable[[int], Engine],
     show_progress: bool,
 ) -> list[Edges]:
-    """Every matching pair within each member set, as (i, j, S) arrays per set."""
-    limit = kernels.match_limit(threshold, 3 * px * px)
-    size = block_size(px, chunksize)
-    if limit == 0:
-        planned = [_duplicate_tasks(catalog, decoded, m, px, rotate, same_dim) for m in member_sets]
-        per_set, images = [tasks for tasks, _ in planned], sum(n for _, n in planned)
-    else:
-        per_set = [_block_tasks(catalog, decoded, m, px, rotate, same_dim, limit, size) for m in member_sets]
-        images = sum(len(m) for m in member_sets)
-    flat = [task for tasks in per_set for task in tasks]
+    """Every matching pair within each scope, as (i, j, S) arrays of file-table positions per scope.
+
+    Parameters
+    ----------
+    catalog, decoded
+        Where each image's tensor and summaries live.
+    scopes
+        What is compared: each scope's members with each other and with its reference images.
+    spec
+        The match rule (tensor side, turns, same_dim, largest S).
+    chunksize
+        Images per block, or None to size blocks by memory.
+    engine
+        Returns the cluster for a job of so many images.
+    show_progress
+        Show a progress bar.
+    """
+    size = block_size(spec.px, chunksize)
+    run = uuid.uuid4().hex[:8]  # task names unique to this call: searches may share one cluster
+    per_scope, images = [], 0
+    for s, scope in enumerate(scopes):
+        if spec.limit == 0:
+            tasks, n = _duplicate_tasks(catalog, decoded, scope, spec, f"dupflow-verify-{run}-{s}")
+        else:
+            tasks = _block_tasks(catalog, decoded, scope, spec, size, f"dupflow-compare-{run}-{s}")
+            n = len(scope.members) + len(scope.reference)
+        per_scope.append(tasks)
+        images += n
+    flat = [task for tasks in per_scope for task in tasks]
     results = engine(images).run(flat, "dupflow comparing", show_progress) if flat else []
     out, start = [], 0
-    for tasks in per_set:
+    for scope, tasks in zip(scopes, per_scope):
         chunk = results[start : start + len(tasks)]
         start += len(tasks)
-        if limit == 0:
-            out.append(_class_edges(chunk))
+        if spec.limit == 0:
+            out.append(_class_edges(chunk, scope.reference))
         elif chunk:
             out.append(tuple(np.concatenate([part[k] for part in chunk]) for k in range(3)))
         else:

@@ -87,6 +87,15 @@ def _slack(limit: float) -> float:
     return limit * (1 + 1e-9) + 1e-6
 
 
+def mean_radius(limit: float, d: int) -> float:
+    """The widest gap in mean brightness a match can have: d * (mean_a - mean_b)^2 <= S <= limit.
+
+    The one radius every brightness test uses (block ranges when planning, windows within a block), with
+    the same float64 slack as the other bounds plus room for the rounding of the means themselves.
+    """
+    return math.sqrt(_slack(limit) / d) + 1e-9
+
+
 def grid_edges(px: int, g: int = GRID) -> np.ndarray:
     """Block boundaries symmetric about the centre, so a quarter turn maps the grid onto itself."""
     edges = [round(i * px / g) for i in range(g + 1)]
@@ -146,8 +155,7 @@ def candidates(
     if math.isinf(limit) or limit >= d * 255 * 255:
         return None
     ca, cb = grid_a.sum(axis=(1, 2)), grid_b.sum(axis=(1, 2))
-    radius = math.sqrt(_slack(limit) / d) + 1e-9
-    i, j = window_pairs(ca.sum(axis=1) / d, cb.sum(axis=1) / d, radius)
+    i, j = window_pairs(ca.sum(axis=1) / d, cb.sum(axis=1) / d, mean_radius(limit, d))
     keep = i < j if upper else np.ones(len(i), dtype=bool)
     if dims_a is not None:
         keep &= (dims_a[i] == dims_b[j]).all(axis=1)
