@@ -29,7 +29,8 @@ from imagegen import make_photo_set, photo, save  # noqa: E402
 import dupflow  # noqa: E402
 from dupflow import actions, cli  # noqa: E402
 from dupflow.catalog import CatalogRef  # noqa: E402
-from dupflow.ingest import _decode_partition, _read_batch  # noqa: E402
+from dupflow.fetch import read_batch as _read_batch  # noqa: E402
+from dupflow.partition import decode_partition as _decode_partition  # noqa: E402
 from dupflow.sources import LiteralLocalFileSystem, _remote_stamp, current_state, list_files  # noqa: E402
 
 

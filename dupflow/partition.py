@@ -1,0 +1,59 @@
+"""One decode partition, run on a worker: fetch its files, decode them, and store the tensors as one shard."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from . import kernels
+from .catalog import CatalogRef
+from .decode import decode_image, error_message
+from .fetch import read_batch
+from .summaries import summarize
+
+__all__ = ["decode_partition", "READ_BATCH"]
+
+READ_BATCH = 16  # files fetched per request round within a partition
+
+
+def _empty_row(url: str, size: int, stamp: str) -> dict:
+    """An index row with nothing decoded yet (`cache`: whether the outcome may be recorded for reuse)."""
+    row = dict.fromkeys(
+        ("shard", "row", "width", "height", "hash", "hash_turned", "sum_r", "sum_g", "sum_b", "error")
+    )
+    return {"url": url, "size": size, "stamp": stamp, **row, "cache": True}
+
+
+def decode_partition(
+    items: list[tuple[str, int, str]], catalog: CatalogRef, storage_options: dict, px_size: int, mode: str
+) -> list[dict]:
+    """Decode one partition, store its tensors as one shard; return its index rows (failures included)."""
+    rows: list[dict] = []
+    tensors: list[np.ndarray] = []
+    ok_urls: list[str] = []
+    for start in range(0, len(items), READ_BATCH):
+        batch = items[start : start + READ_BATCH]
+        fetched = read_batch([url for url, _, _ in batch], storage_options)
+        for url, size, stamp in batch:
+            data = fetched[url]
+            row = _empty_row(url, size, stamp)
+            if isinstance(data, BaseException):
+                row["error"], row["cache"] = error_message(data), False
+            else:
+                try:
+                    tensor, width, height = decode_image(data, px_size, mode)
+                except Exception as exc:  # anything a file contains is a row, never a crash
+                    row["error"] = error_message(exc)
+                else:
+                    row.update(row=len(tensors), width=width, height=height)
+                    tensors.append(tensor.reshape(-1))
+                    ok_urls.append(url)
+            rows.append(row)
+    if tensors:
+        block = np.stack(tensors)
+        grids = kernels.grid_sums(block, px_size, kernels.grid_edges(px_size))
+        shard = catalog.write_shard(ok_urls, block, grids)
+        summaries = summarize(block, px_size, grids)
+        for row in rows:
+            if row["row"] is not None:
+                row.update(shard=shard, **summaries[row["row"]])
+    return rows
