@@ -13,9 +13,8 @@ from typing import Callable
 
 import dask.bag as db
 import numpy as np
-import pyarrow as pa
 
-from .catalog import INDEX_SCHEMA, CatalogRef
+from .catalog import CatalogRef
 from .cluster import Engine
 from .partition import decode_partition
 from .reuse import removed_count, reusable_rows, trusted_rows
@@ -78,10 +77,7 @@ def ingest(
         for part in cluster.run(bag.to_delayed(), "dupflow decoding", show_progress):
             for row in part:
                 fresh[row["url"]] = row
-        cached = [{k: v for k, v in row.items() if k != "cache"} for row in fresh.values() if row["cache"]]
-        if cached:
-            catalog.write_index(pa.Table.from_pylist(cached, schema=INDEX_SCHEMA))
-            catalog.compact_index()
+        catalog.compact_index()  # each partition committed its own index file
     n = len(listing)
     out = Decoded(
         [None] * n,

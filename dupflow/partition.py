@@ -1,11 +1,14 @@
-"""One decode partition, run on a worker: fetch its files, decode them, and store the tensors as one shard."""
+"""One decode partition, run on a worker: fetch its files, decode them, store the tensors as one shard,
+then commit the partition's index rows as one index file. Each partition is thus durable on its own: a build
+interrupted after some partitions keeps their work, and its rerun decodes only the rest."""
 
 from __future__ import annotations
 
 import numpy as np
+import pyarrow as pa
 
 from . import kernels
-from .catalog import CatalogRef
+from .catalog import INDEX_SCHEMA, CatalogRef
 from .decode import decode_image, error_message
 from .fetch import read_batch
 from .summaries import summarize
@@ -26,7 +29,8 @@ def _empty_row(url: str, size: int, stamp: str) -> dict:
 def decode_partition(
     items: list[tuple[str, int, str]], catalog: CatalogRef, storage_options: dict, px_size: int, mode: str
 ) -> list[dict]:
-    """Decode one partition, store its tensors as one shard; return its index rows (failures included)."""
+    """Decode one partition, store its tensors as one shard and then its index rows as one index file;
+    return the rows (failures included; `cache` False on those not recorded)."""
     rows: list[dict] = []
     tensors: list[np.ndarray] = []
     ok_urls: list[str] = []
@@ -56,4 +60,7 @@ def decode_partition(
         for row in rows:
             if row["row"] is not None:
                 row.update(shard=shard, **summaries[row["row"]])
+    recorded = [{k: v for k, v in row.items() if k != "cache"} for row in rows if row["cache"]]
+    if recorded:  # after the shard, so every indexed shard exists
+        catalog.write_index(pa.Table.from_pylist(recorded, schema=INDEX_SCHEMA))
     return rows

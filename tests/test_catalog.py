@@ -205,3 +205,37 @@ def test_damage_found_while_searching_a_bucket_catalog_is_never_trusted(tmp_path
     assert not fs.exists(shard)  # set aside, never read again
     again = dupflow.build(folder, catalog=catalog, show_progress=False)
     assert _figures(again) == (0, 12, 0)  # the repair was recorded in the catalog
+
+
+def _indexed_urls(catalog):
+    """Every url the catalog's index files record, read straight from the files."""
+    import pyarrow.parquet as pq
+
+    return {u for p in glob.glob(f"{catalog}/*/index/*.parquet") for u in pq.read_table(p)["url"].to_pylist()}
+
+
+def test_an_interrupted_first_build_keeps_the_partitions_it_finished(tmp_path, client):
+    folder = _photos(tmp_path / "imgs", 600)
+    catalog = str(tmp_path / "cat")
+    script = tmp_path / "job.py"
+    script.write_text(SCRIPT)
+    job = subprocess.Popen(
+        [sys.executable, str(script), folder, catalog],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+    )
+    deadline = time.time() + 60
+    while not glob.glob(f"{catalog}/*/index/*.parquet") and time.time() < deadline and job.poll() is None:
+        time.sleep(0.005)
+    os.killpg(job.pid, signal.SIGKILL)  # the first build, after its first partition committed
+    job.wait()
+    assert b"DECODED" not in job.stdout.read()  # it really died before finishing
+    kept = _indexed_urls(catalog)
+    assert 0 < len(kept) < 600
+    dif = _build(folder, catalog, client)
+    assert _figures(dif) == (600 - len(kept), len(kept), 0)  # only the rest is decoded
+    fresh = _build(folder, str(tmp_path / "fresh"), client)
+    assert (
+        dupflow.search(dif, show_progress=False).result == dupflow.search(fresh, show_progress=False).result
+    )
