@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 import stat as stat_mod
@@ -58,9 +59,14 @@ class Listing:
     inputs: list[list[int]] = field(default_factory=list)  # input indices each file belongs to
     invalid: dict[str, str] = field(default_factory=dict)
     roots: list[str] = field(default_factory=list)  # canonical URL of every input, for safety checks
+    mtime: list[float] = field(default_factory=list)  # POSIX seconds (objects: LastModified); nan: unknown
 
     def __len__(self) -> int:
         return len(self.path)
+
+    def owner(self, position: int) -> int:
+        """The input a file belongs to: of the inputs that contain it, the most specific (longest root)."""
+        return max(self.inputs[position], key=lambda k: len(self.roots[k]))
 
     def subset(self, positions: list[int]) -> Listing:
         """These files only (same roots; nothing refused)."""
@@ -73,12 +79,18 @@ class Listing:
             pick(self.inputs),
             {},
             self.roots,
+            pick(self.mtime),
         )
 
 
-def is_local(url: str) -> bool:
-    """True for plain paths and file:// URLs."""
-    return "://" not in url or url.startswith("file://")
+def is_remote(url: str) -> bool:
+    """True for fsspec URLs (`s3://`, `memory://`, ...); plain paths and `file://` URLs are local."""
+    return "://" in url and not url.startswith("file://")
+
+
+def local_path(url: str) -> str:
+    """The filesystem path of a local input or file: a plain path as is, a `file://` URL without it."""
+    return url[len("file://") :] if url.startswith("file://") else url
 
 
 class LiteralLocalFileSystem(LocalFileSystem):
@@ -94,8 +106,8 @@ class LiteralLocalFileSystem(LocalFileSystem):
 
 def filesystem(url: str, storage_options: dict) -> tuple[fsspec.AbstractFileSystem, str]:
     """The fsspec filesystem and in-filesystem path of a URL or local path (local paths are literal)."""
-    if "://" not in url:
-        return LiteralLocalFileSystem(), os.path.abspath(url)
+    if not is_remote(url):
+        return LiteralLocalFileSystem(), os.path.abspath(local_path(url))
     return fsspec.core.url_to_fs(url, **storage_options)
 
 
@@ -151,9 +163,9 @@ def _walk_local(
 
 def _list_local(
     entry: str, recursive: bool, refused: dict[str, str]
-) -> Iterator[tuple[str, str, int, str, str | None]]:
-    """(display path, url, size, stamp, error) for a local input: a folder or a single file."""
-    local = entry[len("file://") :] if entry.startswith("file://") else entry
+) -> Iterator[tuple[str, str, int, str, str | None, float]]:
+    """(display path, url, size, stamp, error, mtime) for a local input: a folder or a single file."""
+    local = local_path(entry)
     prefix = "file://" if entry.startswith("file://") else ""
     if not os.path.lexists(local):
         raise InputNotFound(f'Directory "{entry}" does not exist')
@@ -170,9 +182,9 @@ def _list_local(
         display = prefix + os.path.normpath(path)
         url = os.path.abspath(path)
         if isinstance(st, str):
-            yield display, url, -1, "", st
+            yield display, url, -1, "", st, math.nan
         else:
-            yield display, url, st.st_size, str(st.st_mtime_ns), None
+            yield display, url, st.st_size, str(st.st_mtime_ns), None, st.st_mtime
 
 
 # What says "these bytes changed", best first: GCS `generation` changes exactly when an object's content
@@ -206,10 +218,29 @@ def _remote_stamp(info: dict) -> str:
     return ""
 
 
+MTIME_KEYS = ("LastModified", "last_modified", "updated", "mtime", "modified", "created")
+
+
+def _remote_mtime(info: dict) -> float:
+    """An object's modification time as POSIX seconds (the store's LastModified/updated); nan if none."""
+    for key in MTIME_KEYS:
+        value = info.get(key)
+        if isinstance(value, str):
+            try:
+                value = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            except ValueError:
+                continue
+        if isinstance(value, datetime):
+            return value.timestamp()
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+    return math.nan
+
+
 def _list_remote(
     entry: str, recursive: bool, storage_options: dict
-) -> Iterator[tuple[str, str, int, str, str | None]]:
-    """(display path, url, size, stamp, error) for an fsspec URL: a prefix or a single object.
+) -> Iterator[tuple[str, str, int, str, str | None, float]]:
+    """(display path, url, size, stamp, error, mtime) for an fsspec URL: a prefix or a single object.
 
     URLs are the input as given plus the object's path below it, so every result key starts with what the
     user wrote (`memory://mem/a.png`, not `memory:///mem/a.png`) and lies under its input (`under_roots`).
@@ -221,7 +252,7 @@ def _list_remote(
     except FileNotFoundError:  # the message names the input only: never a credential or an endpoint
         raise InputNotFound(f'Directory "{redact(entry)}" does not exist') from None
     if info.get("type") != "directory":
-        yield redact(entry), entry, int(info.get("size") or 0), _remote_stamp(info), None
+        yield redact(entry), entry, int(info.get("size") or 0), _remote_stamp(info), None, _remote_mtime(info)
         return
     found = fs.find(root, maxdepth=None if recursive else 1, detail=True, withdirs=False)
     base = root.rstrip("/")
@@ -233,7 +264,8 @@ def _list_remote(
         if not relative or any(part.startswith(".") for part in relative.split("/")):
             continue
         url = f"{entry.rstrip('/')}/{relative}"
-        yield redact(url), url, int(detail.get("size") or 0), _remote_stamp(detail), None
+        size = int(detail.get("size") or 0)
+        yield redact(url), url, size, _remote_stamp(detail), None, _remote_mtime(detail)
 
 
 def redact(url: str) -> str:
@@ -242,7 +274,7 @@ def redact(url: str) -> str:
 
 
 def _canonical(url: str) -> str:
-    return ("file://" + url) if "://" not in url else url
+    return url if "://" in url else "file://" + url
 
 
 def current_state(url: str, storage_options: dict) -> tuple[int, str] | None:
@@ -251,8 +283,8 @@ def current_state(url: str, storage_options: dict) -> tuple[int, str] | None:
     Remote objects are asked for afresh (no cached listing), so a replaced object shows its new stamp.
     """
     try:
-        if is_local(url):
-            st = os.stat(url[len("file://") :] if url.startswith("file://") else url)
+        if not is_remote(url):
+            st = os.stat(local_path(url))
             return st.st_size, str(st.st_mtime_ns)
         fs, path = filesystem(url, storage_options)
         fs.invalidate_cache(path)
@@ -277,19 +309,13 @@ def list_files(
     listing = Listing()
     position: dict[str, int] = {}
     for index, entry in enumerate(directories):
-        local = is_local(entry)
-        rows = (
-            _list_local(entry, recursive, listing.invalid)
-            if local
-            else _list_remote(entry, recursive, storage_options)
-        )
-        root_url = (
-            _canonical(os.path.abspath(entry[7:] if entry.startswith("file://") else entry))
-            if local
-            else entry
-        )
+        if is_remote(entry):
+            rows, root_url = _list_remote(entry, recursive, storage_options), entry
+        else:
+            rows = _list_local(entry, recursive, listing.invalid)
+            root_url = _canonical(os.path.abspath(local_path(entry)))
         listing.roots.append(root_url)
-        for display, url, size, stamp, error in sorted(rows):
+        for display, url, size, stamp, error, mtime in sorted(rows):
             key = _canonical(url)
             if key in position:
                 if index not in listing.inputs[position[key]]:
@@ -306,5 +332,6 @@ def list_files(
             listing.url.append(url)
             listing.size.append(size)
             listing.stamp.append(stamp)
+            listing.mtime.append(mtime)
             listing.inputs.append([index])
     return listing

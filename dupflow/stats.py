@@ -3,8 +3,18 @@
 from __future__ import annotations
 
 import copy
+import math
 from datetime import datetime
 from typing import Any
+
+__all__ = ["build_stats", "duration", "json_number", "search_stats"]
+
+
+def json_number(value: float) -> float | str:
+    """A number as strict JSON can hold it: infinity becomes the string "inf" (JSON has no Infinity)."""
+    if isinstance(value, float) and math.isinf(value):
+        return "inf" if value > 0 else "-inf"
+    return value
 
 
 def duration(start: datetime, end: datetime) -> dict[str, Any]:

@@ -9,8 +9,9 @@ import re
 import uuid
 from datetime import datetime
 
+import numpy as np
 import pytest
-from imagegen import make_photo_set, photo, save
+from imagegen import make_photo_set, photo, reference_tensor, save
 
 import dupflow
 from dupflow import actions
@@ -226,25 +227,55 @@ def test_overlapping_inputs_never_delete_the_only_copy(run, tmp_path, in_folder)
     found.delete(silent_del=True)
     assert os.path.exists(only)
 
-    copy = copies(d, ["a_copy.png"], seed=1)[0]  # a real duplicate: exactly one of the two goes
+    copy = copies(d, ["a_copy.png"], seed=1)[0]  # a real duplicate
     _, found = run(str(d), only, in_folder=in_folder)
-    assert len(found.lower_quality) == 1
+    # in_folder: a.png belongs to its own input (the most specific), so it is compared with nothing
+    assert len(found.lower_quality) == (0 if in_folder else 1)
     found.delete(silent_del=True)
-    assert os.path.exists(only) != os.path.exists(copy)
+    assert os.path.exists(only) and os.path.exists(copy) == in_folder
 
 
-def test_a_primary_in_one_folder_is_kept_even_when_it_loses_in_another(run, tmp_path):
-    """in_folder with a folder and its sub-folder: x_copy leads the sub-folder's group but loses to y in d."""
+def shifted(base, shift: int):
+    """The image with every value raised by `shift` (no clipping for bases within 20..230)."""
+    return (base.astype(int) + shift).astype(np.uint8)
+
+
+def thumbnail_mse(a: str, b: str, px: int = 50) -> float:
+    """The true MSE of two files' thumbnails, computed here from difPy's recipe (not by dupflow)."""
+    ta, tb = (reference_tensor(p, px).astype(np.int64) for p in (a, b))
+    return float(((ta - tb) ** 2).sum()) / ta.size
+
+
+def test_overlapping_in_folder_inputs_give_each_file_to_the_most_specific_one(run, tmp_path):
+    """d and d/sub with in_folder: sub's files belong to sub only, so no file is a primary in one group and
+    a match in another, each match is counted once, and deleting lower_quality keeps a primary in reach."""
     d = tmp_path / "d"
-    y, x_copy, x = copies(d, ["y.png", "sub/x_copy.png", "sub/x.png"])
-    _, found = run(str(d), str(d / "sub"), in_folder=True)
-    assert found.result == {str(d): {y: [[x, 0.0], [x_copy, 0.0]]}, str(d / "sub"): {x_copy: [[x, 0.0]]}}
-    assert found.lower_quality == [x, x_copy]
+    base = np.clip(photo(3), 20, 230)
+    y = save(base, d / "y.png")
+    x2 = save(shifted(base, 2), d / "sub" / "x2.png")  # MSE 4 from y and from x4; x4 is 16 from y
+    x4 = save(shifted(base, 4), d / "sub" / "x4.png")
+    for age, path in enumerate([y, x2, x4]):  # y oldest: a ranking by age would put it first
+        os.utime(path, (1_600_000_000 + age, 1_600_000_000 + age))
+    assert thumbnail_mse(y, x2) <= 5 < thumbnail_mse(y, x4) and thumbnail_mse(x2, x4) <= 5
+
+    _, found = run(str(d), str(d / "sub"), in_folder=True, search={"similarity": 5})
+    assert set(found.result) == {str(d / "sub")}  # y has no match within d alone
+    groups = found.result[str(d / "sub")]
+    primaries = set(groups)
+    matches = [m for entries in groups.values() for m, _ in entries]
+    assert sorted(primaries | set(matches)) == [x2, x4]
+    assert not primaries & set(found.lower_quality)
+    assert found.lower_quality == sorted(set(matches)) == sorted(matches)
+    counted = found.stats["process"]["search"]["matches_found"]
+    assert counted["duplicates"] + counted["similar"] == len(found.lower_quality) == 1
+
+    removed = list(found.lower_quality)
+    mse = {(a, b): thumbnail_mse(a, b) for a in (y, x2, x4) for b in removed}  # from pixels, before deleting
     found.delete(silent_del=True)
-    assert os.path.exists(y) and os.path.exists(x_copy) and not os.path.exists(x)
-    assert [r["reason"] for r in records(found.journal) if r.get("op") == "skip"] == [
-        "it is the primary of a group"
-    ]
+    kept = [p for p in (y, x2, x4) if os.path.exists(p)]
+    assert all(not os.path.exists(p) for p in removed) and len(kept) == 2
+    for path in removed:
+        assert any(mse[primary, path] <= 5 for primary in primaries if primary in kept)
 
 
 def test_a_link_to_the_primary_is_never_removed(run, tmp_path):
