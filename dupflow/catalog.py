@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .kernels import GRID
+from .lease import hold
 from .sources import filesystem
 
 INDEX_SCHEMA = pa.schema(
@@ -189,36 +190,92 @@ class CatalogRef:
         except FileNotFoundError:
             return []
 
-    def _read_index_files(self, names: list[str]) -> list[pa.Table]:
+    def _read_index_files(self, names: list[str]) -> tuple[list[pa.Table], list[str], list[str]]:
+        """The tables of these index files, the names read, and the names gone (compacted away meanwhile)."""
         fs, _ = self.fs()
-        tables = []
+        tables, read, gone = [], [], []
         for name in names:
             try:
                 with fs.open(name, "rb") as handle:
-                    tables.append(pq.read_table(handle).cast(INDEX_SCHEMA))
+                    tables.append(_conform(pq.read_table(handle)))
+            except FileNotFoundError:
+                gone.append(name)
+                continue
             except Exception:  # a foreign or damaged index file is ignored, never trusted
                 continue
-        return tables
+            read.append(name)
+        return tables, read, gone
 
     def read_index(self) -> pa.Table:
-        """Every index row ever written here (later files may repeat a url; any matching row is valid)."""
-        tables = self._read_index_files(self._index_files())
+        """Every index row written here (later files may repeat a url; any matching row is valid).
+
+        Index files that vanish while being read were merged by a compaction: the listing is taken again,
+        so their rows are read from the merged file.
+        """
+        tables: list[pa.Table] = []
+        done: set[str] = set()
+        for _ in range(5):
+            todo = [name for name in self._index_files() if name not in done]
+            got, read, gone = self._read_index_files(todo)
+            tables += got
+            done.update(read)
+            if not gone:
+                break
         return pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
 
-    def compact_index(self, most: int = 32) -> None:
-        """Merge the index files into one once there are more than `most` (each run adds one).
+    def lease(self, wait: float = 0.0):
+        """The namespace's maintenance lease (compaction, gc): one process at a time (see lease.hold)."""
+        fs, base = self.fs()
+        return hold(fs, f"{base}/maintenance.lease", wait=wait)
 
-        The merged file is written before the old ones go, so a reader sees every row at least once.
+    def compact_index(self, most: int = 32) -> bool:
+        """Merge the index files into one once there are more than `most` (each decode partition adds one).
+
+        One process at a time (the lease); another run's files vanishing meanwhile are skipped, duplicate
+        rows are merged into one, and only files whose rows went into the merged file are removed, after it
+        is written: a reader sees every row at least once. True if this call merged.
         """
-        names = self._index_files()
-        if len(names) <= most:
-            return
-        tables = self._read_index_files(names)
-        merged = pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
-        self.write_index(merged)
+        if len(self._index_files()) <= most:
+            return False
+        with self.lease() as held:
+            names = self._index_files() if held else []
+            if len(names) <= most:
+                return False
+            tables, read, _ = self._read_index_files(names)
+            self.replace_index(tables, read)
+            return True
+
+    def replace_index(self, tables: list[pa.Table], names: list[str]) -> None:
+        """Write these rows (duplicates merged) as one index file, then remove the files they came from."""
+        merged = distinct_rows(pa.concat_tables(tables)) if tables else INDEX_SCHEMA.empty_table()
+        if merged.num_rows:
+            self.write_index(merged)
         fs, _ = self.fs()
         for name in names:
-            fs.rm_file(name)
+            try:
+                fs.rm_file(name)
+            except FileNotFoundError:
+                pass
+
+
+def distinct_rows(table: pa.Table) -> pa.Table:
+    """The table without repeated rows, first occurrences kept in order."""
+    position = "_position"
+    numbered = table.append_column(position, pa.array(np.arange(table.num_rows, dtype=np.int64)))
+    firsts = numbered.group_by(table.column_names, use_threads=False).aggregate([(position, "min")])
+    return table.take(np.sort(firsts.column(f"{position}_min").to_numpy()))
+
+
+def _conform(table: pa.Table) -> pa.Table:
+    """An index table in INDEX_SCHEMA: columns added since it was written become nulls."""
+    if not {"url", "size", "stamp", "shard", "row"} <= set(table.column_names):
+        raise ValueError("not a dupflow index file")
+    present = set(table.column_names)
+    columns = {
+        f.name: table.column(f.name) if f.name in present else pa.nulls(table.num_rows, f.type)
+        for f in INDEX_SCHEMA
+    }
+    return pa.table(columns).cast(INDEX_SCHEMA)
 
 
 def _fixed(values: np.ndarray) -> pa.FixedSizeBinaryArray:

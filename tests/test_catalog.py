@@ -239,3 +239,64 @@ def test_an_interrupted_first_build_keeps_the_partitions_it_finished(tmp_path, c
     assert (
         dupflow.search(dif, show_progress=False).result == dupflow.search(fresh, show_progress=False).result
     )
+
+
+COMPACT = textwrap.dedent("""
+    import sys, time
+    from dupflow.catalog import CatalogRef
+    ref = CatalogRef(sys.argv[1], {})
+    while time.time() < float(sys.argv[2]):  # both processes start compacting at the same moment
+        time.sleep(0.0005)
+    print("MERGED", ref.compact_index(most=4))
+""")
+
+
+def _many_index_files(tmp_path, client, catalog, copies):
+    """A real catalog of 33 files whose index rows are spread over one file per row, `copies` times over."""
+    from dupflow.catalog import CatalogRef
+
+    folder = _photos(tmp_path / "imgs", 33)
+    dif = _build(folder, catalog, client)
+    ref = CatalogRef(dif.stats["dupflow"]["build"]["catalog"], {})
+    rows = ref.read_index()
+    for name in ref._index_files():
+        os.remove(name)
+    for _ in range(copies):
+        for k in range(rows.num_rows):
+            ref.write_index(rows.slice(k, 1))
+    return folder, ref
+
+
+def test_two_processes_compacting_at_once(tmp_path, client, catalog):
+    folder, ref = _many_index_files(tmp_path, client, catalog, copies=4)
+    assert len(ref._index_files()) == 132
+    script = tmp_path / "compact.py"
+    script.write_text(COMPACT)
+    start = str(time.time() + 3)
+    jobs = [
+        subprocess.Popen(
+            [sys.executable, str(script), ref.url, start], stdout=subprocess.PIPE, stderr=subprocess.PIPE
+        )
+        for _ in range(2)
+    ]
+    outs = [job.communicate(timeout=120) for job in jobs]
+    assert all(job.returncode == 0 for job in jobs), [err.decode()[-1500:] for _, err in outs]
+    merged = sorted(out.decode().split()[-1] for out, _ in outs)
+    assert merged == ["False", "True"]  # one claimed the compaction, the other left it alone
+    assert len(ref._index_files()) == 1
+    index = ref.read_index()
+    assert index.num_rows == 33 == len(set(index.column("url").to_pylist()))  # duplicates merged
+    assert _figures(_build(folder, catalog, client)) == (0, 33, 0)
+    assert not os.path.exists(f"{ref.url}/maintenance.lease")  # given back
+
+
+def test_compaction_tolerates_files_vanishing_under_it(tmp_path, client, catalog):
+    folder, ref = _many_index_files(tmp_path, client, catalog, copies=1)
+    names = ref._index_files()
+    tables, read, _ = ref._read_index_files(names)  # a compaction that lost its lease midway, say
+    assert ref.compact_index(most=4)  # another one merges and removes those files meanwhile
+    ref.replace_index(tables, read)  # the first finishes on files already gone: no error, no row lost
+    assert ref.read_index().num_rows == 66  # every row twice, in two merged files: harmless
+    assert _figures(_build(folder, catalog, client)) == (0, 33, 0)
+    assert ref.compact_index(most=1)  # the next compaction merges the duplicates
+    assert ref.read_index().num_rows == 33
