@@ -7,11 +7,14 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Mapping
 
+from .groups import KEEP_RULES
+
 DUPLICATES_MSE = 0
 SIMILAR_MSE = 5
 DECODE_MODES = ("exact", "fast")
-BUILD_OPTIONS = ("storage_options", "catalog", "scheduler", "decode")
-SEARCH_OPTIONS = ("scheduler",)
+PLACEMENT_OPTIONS = ("scheduler", "scheduler_file", "cluster", "dashboard")
+BUILD_OPTIONS = ("storage_options", "catalog", "decode", *PLACEMENT_OPTIONS)
+SEARCH_OPTIONS = ("keep", *PLACEMENT_OPTIONS)
 
 
 class ParameterError(ValueError):
@@ -111,13 +114,18 @@ def validate_similarity(value: Any) -> int | float:
         raise ParameterTypeError(generic)
     try:
         number = float(value)
+    except OverflowError:  # an int such as 10**400 has no float: say what is accepted instead
+        raise ParameterError(
+            'Invalid value for "similarity" parameter: too large for a float; use float("inf") to '
+            "match every pair."
+        ) from None
     except (TypeError, ValueError):
         raise (ParameterError if isinstance(value, str) else ParameterTypeError)(generic) from None
     if math.isnan(number):
         raise ParameterError(generic)
     if number < 0:
         raise ParameterError('Invalid value for "similarity" parameter: must be >= 0.')
-    return number
+    return number + 0.0  # -0.0 becomes 0.0: reported (and written to stats) without its sign
 
 
 def validate_chunksize(value: Any) -> int | None:
@@ -209,23 +217,115 @@ def validate_build(
         processes,
         dict(storage_options),
         catalog,
-        validate_scheduler(options.get("scheduler")),
+        validate_placement(options),
         decode,
     )
 
 
-def validate_scheduler(value: Any) -> Any:
-    """None (a local cluster), a scheduler address, or a `distributed.Client`."""
-    if value is None or isinstance(value, str):
-        return value
-    from distributed import Client
+CLUSTER_KEYS = ("name", "workers", "adapt", "lifetime", "lifetime_stagger", "options")
 
-    if isinstance(value, Client):
-        return value
-    raise ParameterTypeError(
-        'Invalid value for "scheduler" parameter: must be None (local cluster), an address '
-        'such as "tcp://host:8786", or a distributed.Client.'
+
+def validate_placement(options: Mapping[str, Any]) -> Any:
+    """Where the work runs: None (DASK_SCHEDULER_ADDRESS, else a local cluster) or a `cluster.Placement`
+    from one of `scheduler` (address, Client or cluster object), `scheduler_file` or `cluster` (a name, or
+    a dict with "name" and "workers", "adapt" (min, max), "lifetime", "lifetime_stagger", "options")."""
+    from .cluster import CLUSTER_NAMES, Placement, is_cluster
+
+    scheduler, scheduler_file = options.get("scheduler"), options.get("scheduler_file")
+    cluster, dashboard = options.get("cluster"), options.get("dashboard", False)
+    given = [name for name in ("scheduler", "scheduler_file", "cluster") if options.get(name) is not None]
+    if len(given) > 1:
+        raise ParameterError(f'Parameters "{given[0]}" and "{given[1]}" are mutually exclusive: give one.')
+    if scheduler is not None and not isinstance(scheduler, str) and not is_cluster(scheduler):
+        from distributed import Client
+
+        if not isinstance(scheduler, Client):
+            raise ParameterTypeError(
+                'Invalid value for "scheduler" parameter: must be None (local cluster), an address such as '
+                '"tcp://host:8786", a distributed.Client, or a cluster object (LocalCluster, SLURMCluster, '
+                "KubeCluster, ...)."
+            )
+    if isinstance(scheduler_file, os.PathLike):
+        scheduler_file = os.fspath(scheduler_file)
+    if scheduler_file is not None and (not isinstance(scheduler_file, str) or not scheduler_file):
+        raise ParameterTypeError('Invalid value for "scheduler_file" parameter: must be a path (STRING).')
+    dashboard = _bool("dashboard", dashboard)
+    spec = {"name": cluster} if isinstance(cluster, str) else dict(cluster or {})
+    if cluster is not None and not isinstance(cluster, (str, Mapping)):
+        raise ParameterTypeError(
+            'Invalid value for "cluster" parameter: must be a name (STRING) or a dict with "name".'
+        )
+    unknown = sorted(set(spec) - set(CLUSTER_KEYS))
+    if unknown:
+        raise ParameterTypeError(
+            f'Unknown key "{unknown[0]}" in "cluster" parameter: accepted keys are {", ".join(CLUSTER_KEYS)}.'
+        )
+    if cluster is not None and spec.get("name") not in CLUSTER_NAMES:
+        raise ParameterError(
+            f'Invalid value for "cluster" parameter: must be one of {", ".join(CLUSTER_NAMES)} '
+            f"(got {spec.get('name')!r})."
+        )
+    workers = spec.get("workers")
+    if workers is not None and (_int("cluster workers", workers) < 1):
+        raise ParameterError('Invalid value for "cluster" workers: must be >= 1.')
+    adapt = spec.get("adapt")
+    if adapt is not None:
+        if (
+            not isinstance(adapt, (list, tuple))
+            or len(adapt) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in adapt)
+            or not 0 <= adapt[0] <= adapt[1]
+            or adapt[1] < 1
+        ):
+            raise ParameterError(
+                'Invalid value for "cluster" adapt: must be (minimum, maximum) workers with '
+                "0 <= minimum <= maximum and maximum >= 1."
+            )
+        adapt = (adapt[0], adapt[1])
+    for key in ("lifetime", "lifetime_stagger"):
+        if spec.get(key) is not None:
+            _duration(f"cluster {key}", spec[key])
+    if spec.get("lifetime_stagger") is not None and spec.get("lifetime") is None:
+        raise ParameterError('Invalid value for "cluster" lifetime_stagger: needs a lifetime.')
+    extra = spec.get("options") or {}
+    if not isinstance(extra, Mapping):
+        raise ParameterTypeError('Invalid value for "cluster" options: must be a dict of keyword arguments.')
+    if not given and not dashboard:
+        return None
+    return Placement(
+        scheduler=scheduler,
+        scheduler_file=scheduler_file,
+        cluster=spec.get("name"),
+        workers=workers,
+        adapt=adapt,
+        lifetime=None if spec.get("lifetime") is None else str(spec["lifetime"]),
+        lifetime_stagger=None if spec.get("lifetime_stagger") is None else str(spec["lifetime_stagger"]),
+        dashboard=dashboard,
+        options=dict(extra),
     )
+
+
+def _duration(name: str, value: Any) -> str:
+    """A duration dask understands ("55m", "2h", "90s")."""
+    from dask.utils import parse_timedelta
+
+    try:
+        if isinstance(value, bool) or parse_timedelta(value) <= 0:
+            raise ValueError
+    except (TypeError, ValueError, KeyError):
+        raise ParameterError(
+            f'Invalid value for "{name}" parameter: must be a duration such as "55m", "2h" or "90s".'
+        ) from None
+    return value
+
+
+def validate_keep(value: Any) -> str:
+    """Which image of a group is kept (the primary): one of KEEP_RULES."""
+    if value not in KEEP_RULES:
+        raise ParameterError(
+            f'Invalid value for "keep" parameter: must be one of {", ".join(KEEP_RULES)} (got {value!r}).'
+        )
+    return value
 
 
 @dataclass(frozen=True)
@@ -239,6 +339,7 @@ class SearchParams:
     processes: int = 1
     chunksize: int | None = None
     scheduler: Any = None
+    keep: str = "resolution"
 
 
 def validate_search(
@@ -265,5 +366,6 @@ def validate_search(
         show_progress,
         processes,
         chunksize,
-        validate_scheduler(options.get("scheduler")),
+        validate_placement(options),
+        validate_keep(options.get("keep", "resolution")),
     )

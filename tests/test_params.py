@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pathlib
+import subprocess
+import sys
 
 import pytest
 from imagegen import photo, save
@@ -121,6 +124,7 @@ SEARCH_CASES = [
     ({"similarity": float("nan")}, ValueError, 'Invalid value for "similarity" parameter'),
     ({"similarity": -1}, ValueError, 'Invalid value for "similarity" parameter: must be >= 0.'),
     ({"similarity": "-0.5"}, ValueError, 'Invalid value for "similarity" parameter: must be >= 0.'),
+    ({"similarity": 10**400}, ValueError, 'Invalid value for "similarity" parameter: too large for a float'),
     ({"rotate": "no"}, TypeError, 'Invalid value for "rotate" parameter: must be of type BOOL.'),
     ({"same_dim": 1}, TypeError, 'Invalid value for "same_dim" parameter: must be of type BOOL.'),
     (
@@ -151,12 +155,49 @@ def test_search_needs_a_build():
 
 
 @pytest.mark.parametrize(
-    "value, stored", [("duplicates", 0), ("similar", 5), (7, 7.0), ("2.5", 2.5), (0.0, 0.0)]
+    "value, stored",
+    [("duplicates", 0), ("similar", 5), (7, 7.0), ("2.5", 2.5), (0.0, 0.0), (-0.0, 0.0), ("-0", 0.0)],
 )
 def test_similarity_values(built, value, stored):
     found = dupflow.search(built, similarity=value, show_progress=False)
-    assert found.stats["process"]["search"]["parameters"]["similarity_mse"] == stored
-    assert type(found.stats["process"]["search"]["parameters"]["similarity_mse"]) is type(stored)
+    reported = found.stats["process"]["search"]["parameters"]["similarity_mse"]
+    assert reported == stored and type(reported) is type(stored)
+    assert not json.dumps(reported).startswith("-")  # -0.0 is reported as 0.0, not "-0.0"
+
+
+def test_infinite_similarity_is_strict_json(built, tmp_path):
+    """JSON has no Infinity: the stats say "inf" (API and the CLI's _stats.json alike)."""
+    found = dupflow.search(built, similarity=float("inf"), show_progress=False)
+    assert found.stats["process"]["search"]["parameters"]["similarity_mse"] == "inf"
+    json.dumps(found.stats, allow_nan=False)
+    assert len(found.lower_quality) == 1  # every pair matches
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [sys.executable, "-m", "dupflow.cli", built.params.directories[0], "-s", "inf", "-Z", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert done.returncode == 0, done.stderr
+    (stats_file,) = out.glob("*_stats.json")
+    text = stats_file.read_text()
+    assert "Infinity" not in text
+    stats = json.loads(text, parse_constant=lambda name: pytest.fail(f"non-JSON constant {name}"))
+    assert stats["process"]["search"]["parameters"]["similarity_mse"] == "inf"
+
+
+def test_search_processes_are_honoured(folder, tmp_path):
+    """A search asking for another number of local workers gets them, and its stats say so."""
+    cores = os.cpu_count() or 1
+    if cores < 2:
+        pytest.skip("one core: no second cluster size to tell apart")
+    with dupflow.build(folder, processes=cores, show_progress=False, catalog=str(tmp_path / "c")) as dif:
+        small = dupflow.search(dif, processes=1, show_progress=False)
+        full = dupflow.search(dif, processes=cores, show_progress=False)
+    assert small.stats["process"]["search"]["parameters"]["processes"] == 1
+    assert small.stats["dupflow"]["search"]["cluster"]["threads"] == 1
+    assert full.stats["dupflow"]["search"]["cluster"]["threads"] == cores
+    assert small.result == full.result and len(small.lower_quality) == 1
 
 
 def test_processes_none_means_all_cores(built):
