@@ -1,0 +1,50 @@
+"""The hygiene command: one run, one JSON summary line on stdout, an exit code a scheduler acts on."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from typing import Sequence
+
+from .config import ConfigError, load_config
+from .run import EXIT_CODES, run
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="dupflow hygiene",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="One scheduled hygiene run: incremental build, search, dated report, optional quarantine.",
+        epilog="Prints one JSON summary line on stdout. Exit status: "
+        + ", ".join(f"{code} {status}" for status, code in EXIT_CODES.items())
+        + ".",
+    )
+    p.add_argument("config", help="the job's TOML config (see pipelines/hygiene.example.toml)")
+    p.add_argument("--check", action="store_true", help="only check the config, then exit (0 if valid)")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the job a config file describes; returns the exit code (see `EXIT_CODES`)."""
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    logger = logging.getLogger("dupflow")
+    if not logger.handlers:  # logs (warnings and worse) go to stderr: stdout is the summary line only
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("dupflow: %(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.WARNING)
+        logger.propagate = False
+    try:
+        config = load_config(args.config)
+    except ConfigError as exc:
+        print(f"dupflow hygiene: error: {exc}", file=sys.stderr)
+        return EXIT_CODES["bad_config"]
+    if args.check:
+        print(f"dupflow hygiene: {args.config} is valid", file=sys.stderr)
+        return 0
+    summary = run(config)
+    print(summary.to_json(), flush=True)
+    return summary.exit_code

@@ -1,0 +1,284 @@
+"""One hygiene run: claim the job, build incrementally, search, write a dated report, quarantine, purge.
+
+A run whose inputs (every file's url, size and stamp) and search settings are those the last finished run
+left behind does nothing and says so (`status: "unchanged"`). Two overlapping runs of one config never
+both act: the second finds the claim held and stands down (`status: "busy"`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any
+
+from ..actions import journal_dir
+from ..sources import filesystem, list_files, redact
+from . import claim as claims
+from .config import HygieneConfig, load_config
+from .purge import purge_quarantine
+
+__all__ = ["EXIT_CODES", "Summary", "run"]
+
+log = logging.getLogger("dupflow")
+
+# What a scheduler acts on (documented in pipelines/README.md)
+EXIT_CODES = {
+    "done": 0,  # searched and reported (and quarantined, if asked)
+    "unchanged": 0,  # nothing new since the last finished run: nothing written, nothing moved
+    "failed": 1,  # an error stopped the run (the summary says which); retry or alert
+    "bad_config": 2,  # the config file is wrong (one line on stderr names the key); fix it, do not retry
+    "busy": 3,  # another run of this config holds the claim: nothing done; skip this slot
+    "incomplete": 4,  # report written, but some quarantine moves failed (see the journal); alert
+}
+STATE = ".dupflow-hygiene"  # beside the reports: claims, last state, registered journals
+
+
+@dataclass
+class Summary:
+    """What a run did, as the one JSON line it prints (and the exit code a scheduler acts on)."""
+
+    status: str
+    config: str
+    report: str | None = None
+    images: int = 0
+    reference: int = 0
+    decoded: int = 0
+    groups: int = 0
+    lower_quality: int = 0
+    quarantined: int = 0
+    not_moved: int = 0
+    purged: int = 0
+    journal: str | None = None
+    purge_journal: str | None = None
+    seconds: float = 0.0
+    message: str = ""
+    counts: dict = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.status]
+
+    def to_json(self) -> str:
+        """One line of JSON, exit code included."""
+        return json.dumps({**asdict(self), "exit_code": self.exit_code}, sort_keys=False)
+
+
+def _join(folder: str, name: str) -> str:
+    return f"{folder.rstrip('/')}/{name}" if "://" in folder else os.path.join(folder, name)
+
+
+def fingerprint(config: HygieneConfig) -> str:
+    """A digest of every listed file (url, size, stamp) and of the search settings."""
+    digest = hashlib.sha256(json.dumps(config.search_key(), sort_keys=True, default=str).encode())
+    for places in (config.sources, config.reference):
+        if not places:
+            continue
+        listing = list_files(sorted(places), config.recursive, True, config.storage_options)
+        for row in zip(listing.url, listing.size, listing.stamp):
+            digest.update(json.dumps(row).encode())
+        digest.update(b"|")
+    return digest.hexdigest()
+
+
+def _read_json(url: str, storage_options: dict) -> dict:
+    fs, path = filesystem(url, storage_options)
+    try:
+        with fs.open(path, "rb") as handle:
+            return json.loads(handle.read())
+    except (FileNotFoundError, ValueError):
+        return {}
+
+
+def _put(local: str, url: str, storage_options: dict) -> None:
+    """Copy a local file to a folder path or URL (parents created)."""
+    fs, path = filesystem(url, storage_options)
+    fs.makedirs(os.path.dirname(path) if "://" not in url else path.rsplit("/", 1)[0], exist_ok=True)
+    fs.put_file(local, path)
+
+
+def _engine_options(config: HygieneConfig) -> dict[str, Any]:
+    """build()'s keyword for the config's cluster: none (local), a scheduler address, or a cluster name."""
+    if not config.cluster:
+        return {}
+    if "://" in config.cluster:
+        return {"scheduler": config.cluster}
+    return {"cluster": config.cluster}
+
+
+def _write_report(folder: str, found: Any, stamp: str) -> list[str]:
+    """difPy's three JSON files (the CLI's names) plus the HTML and table reports where available."""
+    names = []
+    for suffix, payload in (
+        ("results", found.result),
+        ("lower_quality", found.lower_quality),
+        ("stats", found.stats),
+    ):
+        name = f"dupflow_{stamp}_{suffix}.json"
+        with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
+            json.dump(payload, handle)
+        names.append(name)
+    names.extend(_extra_outputs(folder, found, stamp))
+    return names
+
+
+def _extra_outputs(folder: str, found: Any, stamp: str) -> list[str]:
+    """The HTML report and the CSV/Parquet tables, written by dupflow's own writers when installed."""
+    return []
+
+
+def _search(config: HygieneConfig) -> tuple[Any, Any]:
+    """build + search as the config asks (the build keeps its catalog beside the data)."""
+    import dupflow
+
+    options: dict[str, Any] = {
+        "catalog": config.catalog,
+        "storage_options": config.storage_options,
+        "decode": config.decode,
+        **_engine_options(config),
+    }
+    if config.reference:
+        options["reference"] = config.reference
+    dif = dupflow.build(
+        config.sources,
+        recursive=config.recursive,
+        px_size=config.px_size,
+        show_progress=False,
+        **options,
+    )
+    search_options = {"keep": config.keep} if config.keep else {}
+    try:
+        found = dupflow.search(
+            dif,
+            similarity=config.similarity,
+            rotate=config.rotate,
+            same_dim=config.same_dim,
+            show_progress=False,
+            **search_options,
+        )
+    except BaseException:
+        dif.close()
+        raise
+    return dif, found
+
+
+def _quarantine(found: Any, config: HygieneConfig, claim: claims.Claim) -> tuple[int, int, str | None]:
+    """Move the lower-quality files (journaled); returns moved, not moved, and the local journal."""
+    if not found.lower_quality:
+        return 0, 0, None
+    if not claims.still_held(claim, config.storage_options):  # never act on a claim that was taken over
+        raise RuntimeError("the claim on this job expired or was taken over before the quarantine move")
+    before = len(found.lower_quality)
+    with contextlib.redirect_stdout(sys.stderr):  # stdout carries the one summary line only
+        found.move_to(config.quarantine)
+    with open(found.journal, encoding="utf-8") as handle:
+        done = sum(1 for line in handle if json.loads(line).get("op") == "done")
+    return done, before - done, found.journal
+
+
+def _act(config: HygieneConfig, claim: claims.Claim, summary: Summary) -> None:
+    """The claimed part of a run: purge, then (unless nothing changed) search, report and quarantine."""
+    so = config.storage_options
+    state_folder = _join(config.reports, STATE)
+    if config.purge_after_days:
+        counts = purge_quarantine(
+            _join(state_folder, "journals"), config.quarantine, config.purge_after_days, so, journal_dir()
+        )
+        summary.purged = counts.purged
+        if counts.journal:
+            _put(counts.journal, _join(_join(state_folder, "purges"), os.path.basename(counts.journal)), so)
+            summary.purge_journal = _join(_join(state_folder, "purges"), os.path.basename(counts.journal))
+    state_url = _join(state_folder, "state.json")
+    before = fingerprint(config)
+    last = _read_json(state_url, so)
+    if last.get("fingerprint") == before:
+        summary.status, summary.report = "unchanged", last.get("report")
+        summary.message = "nothing new since the last run: nothing searched, written or moved"
+        return
+    now = datetime.now(timezone.utc)
+    stamp = now.strftime("%Y%m%d%H%M%S")
+    report = _join(config.reports, now.strftime("%Y-%m-%dT%H%M%SZ"))
+    dif, found = _search(config)
+    with dif:
+        dupflow_stats = found.stats.get("dupflow", {})
+        build_figures = dupflow_stats.get("build", {})
+        summary.images = int(found.stats["process"]["search"]["files_searched"])
+        summary.reference = int(build_figures.get("reference", {}).get("files", 0) or 0)
+        summary.decoded = int(build_figures.get("decoded", 0))
+        summary.groups = len(found.result)
+        summary.lower_quality = len(found.lower_quality)
+        summary.counts = dict(found.stats["process"]["search"]["matches_found"])
+        with tempfile.TemporaryDirectory(prefix="dupflow-report-") as local:
+            names = _write_report(local, found, stamp)
+            if config.action == "quarantine":
+                moved, failed, journal = _quarantine(found, config, claim)
+                summary.quarantined, summary.not_moved = moved, failed
+                if journal:
+                    name = os.path.basename(journal)
+                    shutil.copy(journal, os.path.join(local, name))
+                    names.append(name)
+                    _put(journal, _join(_join(state_folder, "journals"), name), so)
+                    summary.journal = _join(report, name)
+            summary.report = redact(report)
+            summary.status = "incomplete" if summary.not_moved else "done"
+            with open(os.path.join(local, "summary.json"), "w", encoding="utf-8") as handle:
+                handle.write(summary.to_json() + "\n")
+            for name in [*names, "summary.json"]:
+                _put(os.path.join(local, name), _join(report, name), so)
+    after = fingerprint(config)  # the inputs as this run leaves them (quarantined files gone)
+    payload = {"fingerprint": after, "report": summary.report, "finished": datetime.now().isoformat()}
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(payload, handle)
+    try:
+        _put(handle.name, state_url, so)
+    finally:
+        os.unlink(handle.name)
+
+
+def run(config: str | os.PathLike | HygieneConfig) -> Summary:
+    """Run a hygiene job once; returns its Summary (its `exit_code` is what a scheduler acts on).
+
+    Parameters
+    ----------
+    config
+        A TOML config file (see pipelines/hygiene.example.toml) or a loaded `HygieneConfig`.
+
+    Raises
+    ------
+    dupflow.hygiene.ConfigError
+        The config file is missing or wrong (nothing has run).
+
+    Examples
+    --------
+    >>> from dupflow.hygiene import run
+    >>> summary = run("hygiene.toml")  # doctest: +SKIP
+    >>> summary.status, summary.report  # doctest: +SKIP
+    ('done', 's3://lake/dupflow-reports/2026-12-02T020000Z')
+    """
+    if not isinstance(config, HygieneConfig):
+        config = load_config(config)
+    t0 = time.perf_counter()
+    summary = Summary("done", redact(config.path))
+    state_folder = _join(config.reports, STATE)
+    claim = claims.acquire(state_folder, config.claim_minutes, config.storage_options)
+    if claim is None:
+        summary.status = "busy"
+        summary.message = "another run of this config holds its claim: nothing done"
+        return summary
+    try:
+        _act(config, claim, summary)
+    except Exception as exc:
+        log.exception("hygiene run failed")
+        summary.status, summary.message = "failed", f"{type(exc).__name__}: {exc}"
+    finally:
+        claims.release(claim, config.storage_options)
+        summary.seconds = round(time.perf_counter() - t0, 3)
+    return summary
