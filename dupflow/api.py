@@ -257,6 +257,7 @@ class build:
                     own.append(Engine(scheduler, processes or p.processes))
                 else:
                     own.append(Engine(None, processes, 0 if self._in_process else images))
+                own[0].check_workers_see(self._catalog, self._listing.roots)
             return own[0]
 
         return get_engine, lambda: own[0] if own else None, True
@@ -290,6 +291,7 @@ class build:
                 self._params.scheduler, self._params.processes, 0 if self._in_process else images
             )
             self._finalizer = weakref.finalize(self, self._engine.close)
+            self._engine.check_workers_see(self._catalog, self._listing.roots)
         return self._engine
 
     def close(self) -> None:

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
 import sys
+import tempfile
 from datetime import datetime
-from typing import Sequence
+from typing import Iterator, Sequence
 
 from . import __version__
+from .groups import KEEP_RULES
 
 TRUE = ("yes", "true", "t", "y", "1")
 FALSE = ("no", "false", "f", "n", "0")
@@ -169,12 +172,7 @@ def search_parser(prog: str = "dupflow") -> argparse.ArgumentParser:
         help="images per compare block (default: automatic)",
     )
     p.add_argument("-la", "--lazy", type=_bool, default=None, help=argparse.SUPPRESS)
-    p.add_argument(
-        "--scheduler",
-        default=None,
-        metavar="ADDRESS",
-        help="use a running Dask scheduler, e.g. tcp://scheduler:8786 (default: a local cluster)",
-    )
+    _add_cluster_flags(p)
     p.add_argument(
         "--catalog",
         default=None,
@@ -194,8 +192,60 @@ def search_parser(prog: str = "dupflow") -> argparse.ArgumentParser:
         default="exact",
         help="'exact' matches difPy's tensors; 'fast' decodes JPEGs at reduced scale",
     )
+    p.add_argument(
+        "--keep",
+        choices=KEEP_RULES,
+        default="resolution",
+        help="which image of a group is kept: 'resolution' (most pixels, then oldest, then largest file), "
+        "'oldest', 'newest' or 'largest' file first (default resolution)",
+    )
     p.add_argument("--version", action="version", version=f"dupflow {__version__}")
     return p
+
+
+def _add_cluster_flags(p: argparse.ArgumentParser) -> None:
+    """Where the work runs: an existing scheduler, or a cluster dupflow starts (and stops) by name."""
+    from .cluster import CLUSTER_NAMES
+
+    g = p.add_argument_group(
+        "where it runs",
+        "default: $DASK_SCHEDULER_ADDRESS (or dask config scheduler-address), else a local cluster on "
+        "127.0.0.1",
+    )
+    g.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a running Dask scheduler")
+    g.add_argument("--scheduler-file", default=None, metavar="PATH", help="a Dask scheduler file")
+    g.add_argument(
+        "--cluster",
+        default=None,
+        choices=CLUSTER_NAMES,
+        help="start a cluster configured in dask config / jobqueue.yaml, closed at the end",
+    )
+    g.add_argument("--workers", type=_int_or_text, default=None, metavar="N", help="workers (jobs) to start")
+    g.add_argument("--adapt", default=None, metavar="MIN:MAX", help="adaptive worker bounds instead of N")
+    g.add_argument("--lifetime", default=None, metavar="DURATION", help="retire workers after, e.g. 55m")
+    g.add_argument("--lifetime-stagger", default=None, metavar="DURATION", help="spread retirements, e.g. 4m")
+    g.add_argument("--dashboard", action="store_true", help="serve Dask's dashboard and print its link")
+
+
+def _placement(args: argparse.Namespace) -> dict:
+    """The placement options of build/search from the cluster flags."""
+    shaped = {"workers": args.workers, "lifetime": args.lifetime, "lifetime_stagger": args.lifetime_stagger}
+    if args.adapt is not None:
+        low, sep, high = args.adapt.partition(":")
+        if not sep or not low.isdigit() or not high.isdigit():
+            raise UsageError(f"--adapt must be MIN:MAX worker counts, e.g. 1:10 (got {args.adapt!r})")
+        shaped["adapt"] = (int(low), int(high))
+    shaped = {key: value for key, value in shaped.items() if value is not None}
+    if shaped and not args.cluster:
+        raise UsageError("--workers, --adapt, --lifetime and --lifetime-stagger need --cluster NAME")
+    options = {
+        "scheduler": args.scheduler,
+        "scheduler_file": args.scheduler_file,
+        "dashboard": args.dashboard,
+    }
+    if args.cluster:
+        options["cluster"] = {"name": args.cluster, **shaped}
+    return options
 
 
 def undo_parser() -> argparse.ArgumentParser:
@@ -233,8 +283,8 @@ def run_search(argv: Sequence[str]) -> int:
     options = {
         "storage_options": args.storage_options,
         "catalog": args.catalog,
-        "scheduler": args.scheduler,
         "decode": args.decode,
+        **_placement(args),
     }
     try:  # every parameter first, in difPy's order, so a usage error never waits for a cluster or a decode
         validate_build(
@@ -254,7 +304,7 @@ def run_search(argv: Sequence[str]) -> int:
             args.show_progress,
             args.processes,
             args.chunksize,
-            {},
+            {"keep": args.keep},
         )
     except (ParameterError, ParameterTypeError) as exc:
         raise UsageError(str(exc)) from None
@@ -288,6 +338,7 @@ def run_search(argv: Sequence[str]) -> int:
                 show_progress=args.show_progress,
                 processes=args.processes,
                 chunksize=args.chunksize,
+                keep=args.keep,
             )
         except (ParameterError, ParameterTypeError) as exc:
             raise UsageError(str(exc)) from None
@@ -312,16 +363,34 @@ def run_search(argv: Sequence[str]) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _local_journal(journal: str, storage_options: dict) -> Iterator[str]:
+    """A journal's local path: as given, or a temporary copy of one kept in a bucket (hygiene reports)."""
+    from .sources import filesystem, is_remote
+
+    if not is_remote(journal):
+        if not os.path.isfile(journal):
+            raise UsageError(f'journal "{journal}" does not exist')
+        yield journal
+        return
+    fs, path = filesystem(journal, storage_options)
+    if not fs.isfile(path):
+        raise UsageError(f'journal "{journal}" does not exist')
+    with tempfile.TemporaryDirectory(prefix="dupflow-undo-") as folder:
+        local = os.path.join(folder, "journal.jsonl")
+        fs.get_file(path, local)
+        yield local
+
+
 def run_undo(argv: Sequence[str]) -> int:
     from .actions import undo
 
     args = undo_parser().parse_args(argv)
-    if not os.path.isfile(args.journal):
-        raise UsageError(f'journal "{args.journal}" does not exist')
-    try:
-        counts = undo(args.journal, args.storage_options)
-    except ValueError as exc:
-        raise UsageError(str(exc)) from None
+    with _local_journal(args.journal, args.storage_options) as journal:
+        try:
+            counts = undo(journal, args.storage_options)
+        except ValueError as exc:
+            raise UsageError(str(exc).replace(journal, args.journal)) from None
     print(
         f"restored {counts['restored']} file(s); {counts['skipped']} could not be restored; "
         f"{counts['not_restorable']} deletion(s) cannot be undone."
@@ -345,6 +414,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv[:1] == ["undo"]:
             return run_undo(argv[1:])
+        if argv[:1] == ["hygiene"]:  # the scheduled job: its own exit codes and one JSON line on stdout
+            from .hygiene import main as hygiene_main
+
+            return hygiene_main(argv[1:])
         return run_search(argv[1:] if argv[:1] == ["search"] else argv)
     except UsageError as exc:
         print(f"dupflow: error: {exc}", file=sys.stderr)

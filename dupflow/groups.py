@@ -6,10 +6,62 @@ from collections import defaultdict
 
 import numpy as np
 
+__all__ = [
+    "KEEP_RULES",
+    "count_matches",
+    "greedy_groups",
+    "lower_quality",
+    "quality_order",
+    "result_dict",
+]
 
-def quality_order(positions: np.ndarray, pixels: np.ndarray, paths: list[str]) -> list[int]:
-    """Positions ranked best first: pixel count descending, then path descending (string order)."""
-    return sorted((int(p) for p in positions), key=lambda p: (int(pixels[p]), paths[p]), reverse=True)
+
+KEEP_RULES = ("resolution", "oldest", "newest", "largest")
+
+
+def quality_order(
+    positions: np.ndarray,
+    pixels: np.ndarray,
+    paths: list[str],
+    mtime: np.ndarray | list[float] | None = None,
+    nbytes: np.ndarray | list[int] | None = None,
+    keep: str = "resolution",
+    reference: np.ndarray | list[bool] | None = None,
+) -> list[int]:
+    """Positions ranked best first, so that the greedy walk keeps the original of each group.
+
+    `keep="resolution"` (the contract's rule): pixel count descending, then modification time ascending
+    (copies are made after their originals), then file bytes descending, then path ascending.
+    `"oldest"` / `"newest"` put modification time first (ascending / descending), `"largest"` file bytes;
+    the other keys follow in the resolution rule's order. Reference images (`reference[p]` true) come
+    before every other image. An unknown modification time (nan) ranks after every known one.
+    """
+    if keep not in KEEP_RULES:
+        raise ValueError(f'Invalid value for "keep" parameter: must be one of {", ".join(KEEP_RULES)}.')
+    positions = np.asarray(positions, dtype=np.int64)
+    if len(positions) == 0:
+        return []
+    n = len(paths)
+    mtime = np.zeros(n) if mtime is None else np.asarray(mtime, dtype=np.float64)
+    nbytes = np.zeros(n, dtype=np.int64) if nbytes is None else np.asarray(nbytes, dtype=np.int64)
+    px = np.asarray(pixels, dtype=np.int64)[positions]
+    when = mtime[positions]
+    known = ~np.isnan(when)
+    when = np.where(known, when, 0.0)
+    size = nbytes[positions]
+    path_rank = np.argsort(np.argsort(np.array([paths[p] for p in positions], dtype=str), kind="stable"))
+    older, newer = (~known, when), (~known, -when)  # unknown times last either way
+    keys = {
+        "resolution": [(-px,), older, (-size,)],
+        "oldest": [older, (-px,), (-size,)],
+        "newest": [newer, (-px,), (-size,)],
+        "largest": [(-size,), (-px,), older],
+    }[keep]
+    columns = [column for key in keys for column in key] + [path_rank]
+    if reference is not None:
+        columns.insert(0, ~np.asarray(reference, dtype=bool)[positions])
+    order = np.lexsort(columns[::-1])  # lexsort's primary key is its last
+    return positions[order].tolist()
 
 
 def greedy_groups(

@@ -34,6 +34,11 @@ def folders(tmp_path):
     save(p3, tmp_path / "b/p3.png")
     save(np.clip(p3.astype(int) + 1, 0, 255).astype(np.uint8), tmp_path / "b/p3_plus1.png")  # MSE 1
     (tmp_path / "a/notes.txt").write_text("not an image")
+    t0 = 1_700_000_000  # originals first, copies made later: the keep rule keeps the originals
+    for name, later in {"a/p1.png": 0, "a/p2.png": 0, "b/p3.png": 0, "a/p1_copy.png": 60}.items():
+        os.utime(tmp_path / name, (t0 + later, t0 + later))
+    for name in ("a/sub/p1.png", "b/p1.png", "a/p2_r90.png", "b/p3_plus1.png"):
+        os.utime(tmp_path / name, (t0 + 120, t0 + 120))
     return tmp_path
 
 
@@ -123,6 +128,7 @@ def test_help_and_version(tmp_path):
             ["a", "-mv", "q", "-d", "true"],
             '"move_to" and "delete" parameter are mutually exclusive. Please select one of them.',
         ),
+        (["a", "--keep", "best"], "argument --keep: invalid choice: 'best'"),
         (
             ["a", "-la", "true"],
             'Parameter "-la" / "lazy" was renamed to "-dim" / "same_dim" with difPy v4.2.',
@@ -169,10 +175,10 @@ def test_difpy_flags_and_output_files_match_the_api(folders, run, monkeypatch):
 
     # what each flag means: no sub-folder (-r), each folder alone (-i), MSE <= 2 (-s), no quarter turns (-ro)
     assert list(got["results"]) == ["a", "b"]
-    assert got["results"]["a"] == {"a/p1_copy.png": [["a/p1.png", 0.0]]}
-    [[match, mse]] = got["results"]["b"]["b/p3_plus1.png"]
-    assert match == "b/p3.png" and 0 < mse <= 2
-    assert got["lower_quality"] == ["a/p1.png", "b/p3.png"]
+    assert got["results"]["a"] == {"a/p1.png": [["a/p1_copy.png", 0.0]]}
+    [[match, mse]] = got["results"]["b"]["b/p3.png"]
+    assert match == "b/p3_plus1.png" and 0 < mse <= 2
+    assert got["lower_quality"] == ["a/p1_copy.png", "b/p3_plus1.png"]
     stats = got["stats"]
     assert stats["directory"] == ["a", "b"] and stats["total_files"] == 8
     assert list(stats["invalid_files"]["logs"]) == ["a/notes.txt"]  # -le false: tried
@@ -213,11 +219,11 @@ def test_search_subcommand_moves_and_undo_restores(folders):
     before = files(folders)
     done = dupflow_cmd(folders, "search", "a", "b", "-mv", "quarantine", *QUICK)
     assert done.returncode == 0, done.stderr
-    moved = ["a/p1.png", "a/p1_copy.png", "a/p2.png", "a/sub/p1.png"]
+    moved = ["a/p1_copy.png", "a/p2_r90.png", "a/sub/p1.png", "b/p1.png"]
     assert outputs(folders)["lower_quality"] == moved  # written before the move, as difPy does
-    assert outputs(folders)["results"] == {
-        "b/p1.png": [["a/p1.png", 0.0], ["a/p1_copy.png", 0.0], ["a/sub/p1.png", 0.0]],
-        "a/p2_r90.png": [["a/p2.png", 0.0]],
+    assert outputs(folders)["results"] == {  # the oldest file of equal pixels is kept
+        "a/p1.png": [["a/p1_copy.png", 0.0], ["a/sub/p1.png", 0.0], ["b/p1.png", 0.0]],
+        "a/p2.png": [["a/p2_r90.png", 0.0]],
     }
     after = files(folders)
     assert not any(name in after for name in moved)
@@ -248,7 +254,9 @@ def test_delete_asks_then_deletes_silently(folders):
     assert done.returncode == 0, done.stderr
     assert "Deleted 4 file(s)" in done.stdout
     assert files(folders) == {
-        k: v for k, v in before.items() if k not in ("a/p1.png", "a/p1_copy.png", "a/p2.png", "a/sub/p1.png")
+        k: v
+        for k, v in before.items()
+        if k not in ("a/p1_copy.png", "a/p2_r90.png", "a/sub/p1.png", "b/p1.png")
     }
 
 
@@ -296,3 +304,12 @@ def test_logging_handler_is_installed_once(tmp_path, capsys, quiet_logger):
     for _ in range(3):
         cli.main(["undo", str(tmp_path / "missing.jsonl")])
     assert [h.get_name() for h in logging.getLogger("dupflow").handlers].count("dupflow-cli") == 1
+
+
+def test_keep_newest_keeps_the_latest_copy(folders):
+    done = dupflow_cmd(folders, "a", "b", "--keep", "newest", "-Z", "out", *QUICK)
+    assert done.returncode == 0, done.stderr
+    results = outputs(folders / "out")["results"]
+    # a/sub/p1.png and b/p1.png are the newest (a tie, equal bytes): the smaller path wins
+    assert results["a/sub/p1.png"] == [["a/p1.png", 0.0], ["a/p1_copy.png", 0.0], ["b/p1.png", 0.0]]
+    assert results["a/p2_r90.png"] == [["a/p2.png", 0.0]]

@@ -50,6 +50,10 @@ W_PLUS_H = (
     "difPy defect: quality is width + height, not width x height, so ties and inversions keep a "
     "smaller image (behaviour notes 5.1)"
 )
+KEEP_RULE = (
+    "dupflow's keep rule: at equal pixels the older file, then the larger, then the smaller path is kept; "
+    "difPy keeps the greater path (contract, Groups)"
+)
 
 UNIDENTIFIED = "UnidentifiedImageError: file could not be identified as image."
 UNSUPPORTED = "Unsupported file type"
@@ -233,17 +237,24 @@ def check_duplicate_parity(
     # lower_quality: per compared group the same losers, unless difPy's W+H rule picks another winner.
     dp_lq, df_lq_set = set(dp_lq), set(df_lq)
     assert list(df_lq) == sorted(df_lq_set), "dupflow's lower_quality is sorted and free of repeats"
-    w_plus_h = {}
+    w_plus_h, keep_rule = {}, {}
     for g in compared_dp:
         dims = {p: sizes(p) for p in g}
         keep_difpy = max(g, key=lambda p: (sum(dims[p]), p))
-        keep_dupflow = max(g, key=lambda p: (dims[p][0] * dims[p][1], p))
+        # the contract's rule: pixels desc, then modification time asc, then bytes desc, then path asc
+        keep_dupflow = min(
+            g, key=lambda p: (-dims[p][0] * dims[p][1], os.stat(p).st_mtime, -os.path.getsize(p), p)
+        )
         if keep_difpy != keep_dupflow:
-            w_plus_h.update({p: W_PLUS_H for p in g})
+            (w1, h1), (w2, h2) = dims[keep_difpy], dims[keep_dupflow]
+            if w1 * h1 != w2 * h2:
+                w_plus_h.update({p: W_PLUS_H for p in g})
+            else:
+                keep_rule.update({p: KEEP_RULE for p in g})
             assert dp_lq & g == g - {keep_difpy} and df_lq_set & g == g - {keep_dupflow}, W_PLUS_H
         else:
             assert dp_lq & g == df_lq_set & g == g - {keep_dupflow}, g
-    zone = set(excluded) | set(unreadable) | touched_by_unreadable | set(w_plus_h)
+    zone = set(excluded) | set(unreadable) | touched_by_unreadable | set(w_plus_h) | set(keep_rule)
     assert dp_lq - zone == df_lq_set - zone
     assert df_lq_set <= set().union(*df_groups_all)
 
@@ -253,6 +264,7 @@ def check_duplicate_parity(
         "compared": compared_dp,
         "excluded": excluded,
         "w_plus_h": w_plus_h,
+        "keep_rule": keep_rule,
         "outside_dp": outside(dp_groups, lambda g: g),
         "outside_df": outside(df_groups_all, lambda g: g - set(unreadable)),
     }
@@ -501,7 +513,9 @@ def test_not_recursive_is_full_parity(library, run, tmp_path):
         == group_sets(se["result"])
         == {frozenset({f"{root}/img_01.png", f"{root}/img_01_dup.png"})}
     )
-    assert found.lower_quality == se["lower_quality"] == [f"{root}/img_01.png"]
+    # the one deliberate difference: difPy keeps the greater path, dupflow the older file (the original)
+    assert se["lower_quality"] == [f"{root}/img_01.png"] and found.lower_quality == [f"{root}/img_01_dup.png"]
+    assert set(report["keep_rule"]) == {f"{root}/img_01.png", f"{root}/img_01_dup.png"}, KEEP_RULE
     check_stats(se["stats"], found.stats)
     assert found.stats["process"]["search"]["matches_found"] == {"duplicates": 1, "similar": 0}
     assert found.stats["invalid_files"]["logs"] == {
@@ -616,7 +630,9 @@ def test_quarter_turns_in_a_fixed_order(tmp_path, run):
     # t's component holds a pair difPy misses, yet its answer is right there: compared, not excluded
     assert report["excluded"] == {files["p"]: MISSING_270, files["p_turned"]: MISSING_270}
     assert t in report["compared"]
-    assert set(found.lower_quality) - set(p) == set(se["lower_quality"])
+    # the originals (written first: older) are kept, the turned copies go; difPy keeps the greater path
+    turned = {files[k] for k in ("p_turned", "q_turned", "s_turned", "t_r180", "t_r270")}
+    assert set(found.lower_quality) == turned
     check_stats(se["stats"], found.stats)
     # similarity=0 given as a number: the same answer, and similarity_mse 0.0 (a float) on both sides
     se = dp["searches"][1]
@@ -652,7 +668,9 @@ def test_similar_values_equal_difpy_where_its_mse_is_true(tmp_path, run):
     assert dp_pairs[frozenset((str(root / "n0.png"), str(root / "n0_plus1.png")))] == 1.0
     assert found.stats["process"]["search"]["matches_found"] == {"duplicates": 0, "similar": 3}
     assert se["stats"]["process"]["search"]["matches_found"] == {"duplicates": 0, "similar": 3}
-    assert found.lower_quality == se["lower_quality"]  # same sizes: the greater path is kept by both
+    # same sizes: difPy keeps the greater path, dupflow the older file (each base was written first)
+    assert se["lower_quality"] == [str(root / n) for n in ("n0.png", "n1.png", "n2.png")]
+    assert found.lower_quality == [str(root / n) for n in ("n0_plus1.png", "n1_noise.png", "n2_plus3.png")]
     check_stats(se["stats"], found.stats)
 
 
