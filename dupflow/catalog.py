@@ -40,6 +40,10 @@ INDEX_SCHEMA = pa.schema(
         ("sum_g", pa.int64()),
         ("sum_b", pa.int64()),
         ("error", pa.string()),
+        (
+            "decoder",
+            pa.string(),
+        ),  # for a recorded failure: the settings it happened under (DecoderSettings.key)
     ]
 )
 ROW_GROUP = 128  # rows per Parquet row group: a few rows can be read without the whole shard

@@ -1,12 +1,23 @@
-"""One image's bytes -> the px x px x 3 uint8 tensor and its original size (Pillow), errors as messages."""
+"""One image's bytes -> the px x px x 3 uint8 tensor and its original size (Pillow), errors as messages.
+
+A decode depends on the bytes and on Pillow's process-wide settings (pixel limit, truncated-image
+tolerance, registered format plugins). `DecoderSettings` captures those where a build starts and applies
+them on every worker, and a failure is worth remembering only when it would recur for the same bytes
+under the same settings (`lasting_failure`).
+"""
 
 from __future__ import annotations
 
+import hashlib
 import io
+import struct
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
+
+__all__ = ["DecoderSettings", "decode_image", "error_message", "lasting_failure", "register_heif"]
 
 UNIDENTIFIED = "UnidentifiedImageError: file could not be identified as image."
 
@@ -52,3 +63,56 @@ def error_message(exc: BaseException) -> str:
     if isinstance(exc, OSError) and exc.strerror and exc.filename is None:
         text = exc.strerror
     return text or type(exc).__name__
+
+
+def lasting_failure(exc: BaseException) -> bool:
+    """True if decoding these bytes under the same settings would fail the same way again.
+
+    Unreadable, truncated or malformed data and refusals under a pixel limit are (their catalog rows carry
+    the settings); running out of memory, system errors and anything unforeseen are not.
+    """
+    if isinstance(exc, (UnidentifiedImageError, Image.DecompressionBombError)):
+        return True
+    if isinstance(exc, OSError):  # Pillow's decoders raise OSError without errno on bad data
+        return exc.errno is None
+    return isinstance(exc, (SyntaxError, ValueError, EOFError, struct.error, IndexError))
+
+
+def register_heif() -> bool:
+    """Register pillow-heif's HEIC/HEIF opener with Pillow, if installed; True if it is registered."""
+    try:
+        import pillow_heif
+    except ImportError:
+        return False
+    if ".heic" not in Image.registered_extensions():
+        pillow_heif.register_heif_opener()
+    return Image.registered_extensions().get(".heic") is not None
+
+
+@dataclass(frozen=True)
+class DecoderSettings:
+    """Pillow's settings that decide what a decode gives: captured in the process that starts a build,
+    applied on each worker (which may be another process or machine) before it decodes."""
+
+    max_pixels: int | None
+    load_truncated: bool
+    heif: bool
+
+    @classmethod
+    def current(cls) -> DecoderSettings:
+        """This process's settings (registering pillow-heif's opener where installed)."""
+        return cls(Image.MAX_IMAGE_PIXELS, bool(ImageFile.LOAD_TRUNCATED_IMAGES), register_heif())
+
+    def apply(self) -> None:
+        """Make this process decode under these settings."""
+        Image.MAX_IMAGE_PIXELS = self.max_pixels
+        ImageFile.LOAD_TRUNCATED_IMAGES = self.load_truncated
+        if self.heif:
+            register_heif()
+
+    @property
+    def key(self) -> str:
+        """What a cached failure is keyed by: the settings plus the formats this process can open."""
+        Image.init()
+        formats = hashlib.blake2b(",".join(sorted(Image.OPEN)).encode(), digest_size=4).hexdigest()
+        return f"pixels={self.max_pixels};truncated={int(self.load_truncated)};formats={formats}"

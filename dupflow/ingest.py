@@ -16,6 +16,7 @@ import numpy as np
 
 from .catalog import CatalogRef
 from .cluster import Engine
+from .decode import DecoderSettings
 from .partition import decode_partition
 from .reuse import removed_count, reusable_rows, trusted_rows
 from .sources import Listing
@@ -64,15 +65,16 @@ def ingest(
     show_progress: bool,
 ) -> Decoded:
     """Make sure every listed file has a catalog row; decode only what is new or changed."""
+    settings = DecoderSettings.current()  # the caller's Pillow settings, applied on every worker
     index = catalog.read_index()
-    reuse = trusted_rows(reusable_rows(index, listing), catalog, px_size)
+    reuse = trusted_rows(reusable_rows(index, listing), catalog, px_size, settings)
     todo = [(u, s, t) for u, s, t in zip(listing.url, listing.size, listing.stamp) if (u, s, t) not in reuse]
     fresh: dict[str, dict] = {}
     if todo:
         cluster = engine(len(todo))
         parts = max(math.ceil(len(todo) / SHARD_FILES), min(len(todo), 4 * cluster.workers))
         bag = db.from_sequence(todo, npartitions=parts).map_partitions(
-            decode_partition, catalog, storage_options, px_size, mode
+            decode_partition, catalog, storage_options, px_size, mode, settings
         )
         for part in cluster.run(bag.to_delayed(), "dupflow decoding", show_progress):
             for row in part:

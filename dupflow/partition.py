@@ -9,7 +9,7 @@ import pyarrow as pa
 
 from . import kernels
 from .catalog import INDEX_SCHEMA, CatalogRef
-from .decode import decode_image, error_message
+from .decode import DecoderSettings, decode_image, error_message, lasting_failure
 from .fetch import read_batch
 from .summaries import summarize
 
@@ -21,16 +21,40 @@ READ_BATCH = 16  # files fetched per request round within a partition
 def _empty_row(url: str, size: int, stamp: str) -> dict:
     """An index row with nothing decoded yet (`cache`: whether the outcome may be recorded for reuse)."""
     row = dict.fromkeys(
-        ("shard", "row", "width", "height", "hash", "hash_turned", "sum_r", "sum_g", "sum_b", "error")
+        (
+            "shard",
+            "row",
+            "width",
+            "height",
+            "hash",
+            "hash_turned",
+            "sum_r",
+            "sum_g",
+            "sum_b",
+            "error",
+            "decoder",
+        )
     )
     return {"url": url, "size": size, "stamp": stamp, **row, "cache": True}
 
 
 def decode_partition(
-    items: list[tuple[str, int, str]], catalog: CatalogRef, storage_options: dict, px_size: int, mode: str
+    items: list[tuple[str, int, str]],
+    catalog: CatalogRef,
+    storage_options: dict,
+    px_size: int,
+    mode: str,
+    settings: DecoderSettings | None = None,
 ) -> list[dict]:
     """Decode one partition, store its tensors as one shard and then its index rows as one index file;
-    return the rows (failures included; `cache` False on those not recorded)."""
+    return the rows (failures included; `cache` False on those not recorded).
+
+    Decodes under `settings` (default: this process's); a failure is recorded only if it would recur for
+    the same bytes under the same settings, with the settings' key.
+    """
+    if settings is not None:
+        settings.apply()
+    decoder = (settings or DecoderSettings.current()).key
     rows: list[dict] = []
     tensors: list[np.ndarray] = []
     ok_urls: list[str] = []
@@ -46,7 +70,8 @@ def decode_partition(
                 try:
                     tensor, width, height = decode_image(data, px_size, mode)
                 except Exception as exc:  # anything a file contains is a row, never a crash
-                    row["error"] = error_message(exc)
+                    row["error"], row["cache"] = error_message(exc), lasting_failure(exc)
+                    row["decoder"] = decoder
                 else:
                     row.update(row=len(tensors), width=width, height=height)
                     tensors.append(tensor.reshape(-1))

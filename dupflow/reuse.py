@@ -7,6 +7,7 @@ import logging
 import pyarrow as pa
 
 from .catalog import CatalogRef
+from .decode import DecoderSettings
 from .sources import Listing, under_roots
 
 __all__ = ["reusable_rows", "trusted_rows", "removed_count"]
@@ -32,23 +33,30 @@ def reusable_rows(index: pa.Table, listing: Listing) -> dict[Key, list[dict]]:
     return found
 
 
-def trusted_rows(candidates: dict[Key, list[dict]], catalog: CatalogRef, px_size: int) -> dict[Key, dict]:
+def trusted_rows(
+    candidates: dict[Key, list[dict]], catalog: CatalogRef, px_size: int, settings: DecoderSettings
+) -> dict[Key, dict]:
     """For each file, its newest index row whose shard can be trusted; files with none decode again.
+
+    Rows hold under the decoder settings: a recorded failure only under those it happened under (raising
+    the pixel limit or installing a plugin retries the file), a decoded image only within the pixel limit.
 
     Local shards are read whole and checksummed here. On object stores, where that would download the
     whole catalog on every run, one listing checks they exist; pages are checksummed as the search reads
     them, and a damaged shard is then set aside and its images decoded again (see api.search).
     """
     present = catalog.shard_names() if catalog.on_object_store else None
+    decoder, limit = settings.key, settings.max_pixels
     verdict: dict[str, bool] = {}
     chosen: dict[Key, dict] = {}
     pending = {key: list(rows) for key, rows in candidates.items()}
     while pending:
         by_shard: dict[str, list[Key]] = {}
         for key, rows in pending.items():
-            if rows[0]["shard"] is None:  # a cached decode failure: nothing to verify
-                chosen[key] = rows[0]
-            else:
+            if rows[0]["shard"] is None:  # a recorded decode failure: no shard to verify
+                if rows[0]["decoder"] == decoder:
+                    chosen[key] = rows[0]
+            elif not limit or rows[0]["width"] * rows[0]["height"] <= limit:
                 by_shard.setdefault(rows[0]["shard"], []).append(key)
         for shard, keys in by_shard.items():
             if shard not in verdict:
