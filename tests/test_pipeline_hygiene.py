@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 import pytest
 from imagegen import make_photo_set, photo, save
+from stores import Bucket  # the moto S3 server fixture `endpoint` is in conftest
 
 from dupflow import cli
 from dupflow.hygiene import ConfigError, load_config, run
@@ -314,3 +315,52 @@ def test_a_failed_run_says_why_and_exits_1(tmp_path):
     code, summary, err = hygiene(config)
     assert code == 1 and summary["status"] == "failed" and summary["message"], err
     assert claims.holder(str(tmp_path / "out" / STATE), {}) is None  # the claim is released
+
+
+# 5. the same job on a bucket (moto's S3 server over HTTP): report, quarantine, undo, rerun, overlap
+
+
+def test_bucket_job_reports_quarantines_undoes_and_never_runs_twice(tmp_path, endpoint, capsys):
+    bucket = Bucket(endpoint)
+    local = tmp_path / "photos"
+    make_photo_set(local, n_unrelated=4, seed=12)
+    bucket.fs.put(str(local), f"{bucket.name}/incoming", recursive=True)
+    uploaded = set(bucket.keys("incoming"))
+    config = write_config(
+        tmp_path,
+        sources=[bucket.url("incoming")],
+        reports=bucket.url("reports"),
+        catalog=bucket.url(".dupflow-catalog"),
+        similarity="similar",
+        action="quarantine",
+        quarantine=bucket.url("quarantine"),
+        storage_options=bucket.options,
+    )
+    claim_key = f"{bucket.name}/reports/{STATE}/claim-00000001.json"
+    exists = lambda key: bucket.fs.invalidate_cache() or bucket.fs.exists(key)  # noqa: E731
+    (c1, s1, e1), (c2, s2, e2) = _overlapping_runs(config, claim_key, exists)
+    assert (c1, s1["status"]) == (0, "done"), e1
+    assert (c2, s2["status"]) == (3, "busy"), e2
+    assert s1["report"].startswith(bucket.url("reports/")) and s1["journal"].startswith("s3://")
+    assert "testing" not in json.dumps(s1)  # no credential in the summary
+    report = s1["report"][len(f"s3://{bucket.name}/") :]
+    written = bucket.keys(report)
+    assert {n.rsplit("_", 1)[-1] for n in written} >= {
+        "results.json",
+        "quality.json",
+        "stats.json",
+        "summary.json",
+    }
+    lower = json.loads(next(v for k, v in written.items() if k.endswith("_lower_quality.json")))
+    left = set(bucket.keys("incoming"))
+    assert len(lower) == s1["quarantined"] == len(bucket.keys("quarantine")) > 0
+    assert uploaded - left == {p[len(bucket.url("incoming")) + 1 :] for p in lower}
+    # nothing new: nothing written or moved
+    code, again, err = hygiene(config)
+    assert (code, again["status"]) == (0, "unchanged"), err
+    assert bucket.keys(report) == written and set(bucket.keys("incoming")) == left
+    # undo straight from the journal kept beside the report in the bucket
+    opts = json.dumps(bucket.options)
+    assert cli.main(["undo", s1["journal"], "--storage-options", opts]) == 0
+    assert f"restored {s1['quarantined']} file(s)" in capsys.readouterr().out
+    assert set(bucket.keys("incoming")) == uploaded and not bucket.keys("quarantine")
