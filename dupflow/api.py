@@ -133,7 +133,9 @@ class build:
         self._finalizer = None
         start = datetime.now()
         t0 = time.perf_counter()
-        self._listing = list_files(p.directories, p.recursive, p.limit_extensions, p.storage_options)
+        self._listing = list_files(
+            p.directories, p.recursive, p.limit_extensions, p.storage_options, p.reference
+        )
         t1 = time.perf_counter()
         root = p.catalog or default_root()
         self._catalog = CatalogRef(namespace(root, p.px_size, p.decode), p.storage_options)
@@ -162,9 +164,14 @@ class build:
             "seconds": {"list": round(t1 - t0, 4), "decode": round(t2 - t1, 4)},
             "cluster": self._engine.describe() if self._engine else None,
         }
+        if p.reference:
+            extra["reference"] = {
+                "inputs": [redact(r) for r in p.reference],
+                "files": int(self.reference[self.valid].sum()),
+            }
         self.stats = build_stats(
             [redact(d) for d in p.directories],
-            len(self.valid),
+            len(self.searched),
             invalid,
             start,
             datetime.now(),
@@ -194,16 +201,29 @@ class build:
         """Positions of the images that decoded."""
         return np.array([i for i, e in enumerate(self._decoded.error) if e is None], dtype=np.int64)
 
+    @property
+    def reference(self) -> np.ndarray:
+        """Per listed file: True for a reference file (searched against, never cleaned)."""
+        return np.array(self._listing.reference, dtype=bool).reshape(len(self._listing))
+
+    @property
+    def searched(self) -> np.ndarray:
+        """Positions of the ordinary (not reference) images that decoded: the ones a search may clean."""
+        valid = self.valid
+        return valid[~self.reference[valid]]
+
     def scopes(self) -> list[Scope]:
-        """The images compared together: all of them, or (in_folder) those of each input.
+        """The images compared together: all of them, or (in_folder) those of each input; each scope
+        with every reference image (compared with the members, never with each other).
 
         With in_folder, a file listed by overlapping inputs belongs to the most specific one only.
         """
-        valid = self.valid
+        searched, valid = self.searched, self.valid
+        reference = valid[self.reference[valid]]
         if not self._params.in_folder:
-            return [Scope(valid)]
-        owner = np.array([self._listing.owner(i) for i in valid.tolist()], dtype=np.int64)
-        return [Scope(valid[owner == k]) for k in range(len(self._params.directories))]
+            return [Scope(searched, reference)]
+        owner = np.array([self._listing.owner(i) for i in searched.tolist()], dtype=np.int64)
+        return [Scope(searched[owner == k], reference) for k in range(len(self._params.directories))]
 
     def find_edges(
         self,
@@ -407,7 +427,18 @@ class search:
         pixels = images.width * images.height
         per_scope = [
             greedy_groups(
-                quality_order(scope.members, pixels, files.path, files.mtime, files.size, p.keep), i, j, sums
+                quality_order(
+                    np.concatenate([scope.reference, scope.members]),
+                    pixels,
+                    files.path,
+                    files.mtime,
+                    files.size,
+                    p.keep,
+                    b.reference,
+                ),
+                i,
+                j,
+                sums,
             )
             for scope, (i, j, sums) in zip(scopes, found.edges)
         ]
@@ -437,7 +468,7 @@ class search:
             "cluster": found.cluster,
         }
         self.stats = search_stats(
-            b.stats, start, datetime.now(), parameters, len(b.valid), count_matches(self._groups), extra
+            b.stats, start, datetime.now(), parameters, len(b.searched), count_matches(self._groups), extra
         )
         self.journal: str | None = None
 
@@ -473,7 +504,10 @@ class search:
         return [by_path[path] for path in self.lower_quality if path in by_path]
 
     def _primaries(self) -> set[str]:
-        return {self._build.files.url[primary] for primary, _ in self._groups}
+        """Files never removed: every group's primary and every reference file."""
+        files = self._build.files
+        kept = {files.url[primary] for primary, _ in self._groups}
+        return kept | {url for url, ref in zip(files.url, files.reference) if ref}
 
     def move_to(self, destination_path: Any) -> None:
         """Move every lower-quality file into a folder, journaled first, never overwriting.

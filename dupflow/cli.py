@@ -187,6 +187,14 @@ def search_parser(prog: str = "dupflow") -> argparse.ArgumentParser:
         help="fsspec options for remote paths, as a JSON object",
     )
     p.add_argument(
+        "--reference",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="searched against, never cleaned (repeatable): which new images are already in this "
+        "collection; reference images are always kept and never compared with each other",
+    )
+    p.add_argument(
         "--decode",
         choices=("exact", "fast"),
         default="exact",
@@ -284,6 +292,7 @@ def run_search(argv: Sequence[str]) -> int:
         "storage_options": args.storage_options,
         "catalog": args.catalog,
         "decode": args.decode,
+        "reference": args.reference or None,
         **_placement(args),
     }
     try:  # every parameter first, in difPy's order, so a usage error never waits for a cluster or a decode

@@ -13,7 +13,7 @@ DUPLICATES_MSE = 0
 SIMILAR_MSE = 5
 DECODE_MODES = ("exact", "fast")
 PLACEMENT_OPTIONS = ("scheduler", "scheduler_file", "cluster", "dashboard")
-BUILD_OPTIONS = ("storage_options", "catalog", "decode", *PLACEMENT_OPTIONS)
+BUILD_OPTIONS = ("storage_options", "catalog", "decode", "reference", *PLACEMENT_OPTIONS)
 SEARCH_OPTIONS = ("keep", *PLACEMENT_OPTIONS)
 
 
@@ -165,6 +165,31 @@ class BuildParams:
     catalog: str | None = None
     scheduler: Any = None
     decode: str = "exact"
+    reference: list[str] = field(default_factory=list)  # searched against, never cleaned
+
+
+def validate_reference(value: Any, directories: list[str]) -> list[str]:
+    """Reference inputs: None, or paths/URLs (a list or one), each distinct from every directory."""
+    if value is None:
+        return []
+    items = value if isinstance(value, (list, tuple)) else [value]
+    reference = []
+    for item in items:
+        if isinstance(item, os.PathLike):
+            item = os.fspath(item)
+        if not isinstance(item, str) or not item:
+            raise ParameterTypeError(
+                'Invalid value for "reference" parameter: must be a path or URL (STRING or os.PathLike), '
+                f"or a list of them, got {type(item).__name__}."
+            )
+        reference.append(normalize_input(item))
+    repeated = sorted({r for r in reference if reference.count(r) > 1 or r in directories})
+    if repeated:
+        raise ParameterError(
+            f'Invalid value for "reference" parameter: "{repeated[0]}" is given twice (as a directory '
+            "or reference); an input is either searched and cleaned, or a reference."
+        )
+    return sorted(reference)
 
 
 def validate_build(
@@ -219,6 +244,7 @@ def validate_build(
         catalog,
         validate_placement(options),
         decode,
+        validate_reference(options.get("reference"), directories),
     )
 
 

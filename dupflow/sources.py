@@ -60,6 +60,7 @@ class Listing:
     invalid: dict[str, str] = field(default_factory=dict)
     roots: list[str] = field(default_factory=list)  # canonical URL of every input, for safety checks
     mtime: list[float] = field(default_factory=list)  # POSIX seconds (objects: LastModified); nan: unknown
+    reference: list[bool] = field(default_factory=list)  # owned by a reference input: never cleaned
 
     def __len__(self) -> int:
         return len(self.path)
@@ -80,6 +81,7 @@ class Listing:
             {},
             self.roots,
             pick(self.mtime),
+            pick(self.reference),
         )
 
 
@@ -301,14 +303,22 @@ def under_roots(url: str, roots: list[str]) -> bool:
 
 
 def list_files(
-    directories: list[str], recursive: bool, limit_extensions: bool, storage_options: dict | None = None
+    directories: list[str],
+    recursive: bool,
+    limit_extensions: bool,
+    storage_options: dict | None = None,
+    reference: list[str] = (),
 ) -> Listing:
-    """List every input (sorted order), each file once, sorted by path within its input."""
+    """List every input (sorted order), each file once, sorted by path within its input.
+
+    Reference inputs are listed after the directories (their roots follow the directories' roots); a
+    file is a reference file when its most specific input (`Listing.owner`) is a reference input.
+    """
     storage_options = storage_options or {}
     allowed = supported_extensions() if limit_extensions else None
     listing = Listing()
     position: dict[str, int] = {}
-    for index, entry in enumerate(directories):
+    for index, entry in enumerate([*directories, *reference]):
         if is_remote(entry):
             rows, root_url = _list_remote(entry, recursive, storage_options), entry
         else:
@@ -334,4 +344,5 @@ def list_files(
             listing.stamp.append(stamp)
             listing.mtime.append(mtime)
             listing.inputs.append([index])
+    listing.reference = [listing.owner(i) >= len(directories) for i in range(len(listing))]
     return listing
