@@ -11,6 +11,7 @@ leave a usable catalog; shards carry page checksums, verified before their rows 
 
 from __future__ import annotations
 
+import logging
 import os
 import time
 import uuid
@@ -19,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import PIL
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .kernels import GRID
@@ -49,6 +51,7 @@ INDEX_SCHEMA = pa.schema(
 ROW_GROUP = 128  # rows per Parquet row group: a few rows can be read without the whole shard
 GRID_DTYPE = np.dtype("<i4")  # block sums of a tensor's coarse grid (see kernels.grid_sums)
 GRID_BYTES = GRID * GRID * 3 * GRID_DTYPE.itemsize
+log = logging.getLogger("dupflow")
 OBJECT_STORES = {"s3", "s3a", "gs", "gcs", "az", "abfs", "abfss", "oss", "memory"}
 
 
@@ -117,13 +120,51 @@ class CatalogRef:
         except FileNotFoundError:
             return set()
 
-    def set_aside(self, shard: str) -> None:
-        """Remove a shard found damaged, so the next build decodes its images again."""
+    def set_aside(self, shard: str) -> bool:
+        """Remove a shard proven damaged or foreign, so the next build decodes its images again.
+
+        Called when reading it failed: it is read again whole and removed only on proof (a page failing its
+        checksum, bytes that are not a shard, rows other than the index says). A shard that cannot be read
+        right now (a transient I/O error) is kept. True if removed.
+        """
         fs, base = self.fs()
+        index = self.read_index()
+        mine = index.filter(pc.equal(index.column("shard"), shard))
+        try:
+            proof = self.verify_shard(shard, mine.column("row").to_pylist(), mine.column("url").to_pylist())
+        except OSError as exc:
+            log.warning("catalog shard %s could not be read (%s): kept", shard, exc)
+            return False
+        if proof is None:
+            return False
+        log.warning("catalog shard %s set aside: %s", shard, proof)
         try:
             fs.rm_file(f"{base}/shards/{shard}")
         except FileNotFoundError:
             pass
+        return True
+
+    def verify_shard(self, shard: str, rows: list[int], urls: list[str], d: int | None = None) -> str | None:
+        """Why the shard cannot be trusted (damaged pages, not a shard, tensors not `d` bytes, other urls at
+        these rows), or None if it is sound. Raises OSError when it cannot be read (missing, or I/O)."""
+        fs, base = self.fs()
+        data = fs.cat_file(f"{base}/shards/{shard}")  # the only I/O: every failure below is about the bytes
+        try:
+            parquet = pq.ParquetFile(pa.BufferReader(data), page_checksum_verification=True)
+            schema = parquet.schema_arrow
+            stored = parquet.read(columns=["url", "tensor", "grid"]).column("url").to_pylist()  # every page
+        except MemoryError:
+            raise
+        except Exception as exc:
+            return f"damaged ({type(exc).__name__}: {exc})"
+        if schema.field("grid").type != pa.binary(GRID_BYTES) or (
+            d and schema.field("tensor").type != pa.binary(d)
+        ):
+            return "foreign (tensors of another size)"
+        wrong = [r for r, u in zip(rows, urls) if not 0 <= r < len(stored) or stored[r] != u]
+        if wrong:
+            return f"foreign ({len(wrong)} row(s) hold other files than the index says)"
+        return None
 
     def write_shard(self, urls: list[str], tensors: np.ndarray, grids: np.ndarray) -> str:
         """Store decoded tensors (n x d uint8) and their block-sum grids as one new shard; returns its name."""
@@ -162,21 +203,12 @@ class CatalogRef:
 
     def check_shard(self, shard: str, rows: list[int], urls: list[str], d: int) -> bool:
         """True if the shard exists, every page passes its checksum, and it has these urls at these rows."""
-        fs, base = self.fs()
         try:
-            with fs.open(f"{base}/shards/{shard}", "rb") as handle:
-                parquet = pq.ParquetFile(handle, page_checksum_verification=True)
-                schema = parquet.schema_arrow
-                if schema.field("tensor").type != pa.binary(d) or schema.field("grid").type != pa.binary(
-                    GRID_BYTES
-                ):
-                    return False
-                stored = (
-                    parquet.read(columns=["url", "tensor"]).column("url").to_pylist()
-                )  # checks every page
-        except Exception:  # unreadable for any reason: not to be trusted
+            proof = self.verify_shard(shard, rows, urls, d)
+        except OSError as exc:  # missing, or unreadable for now: not reused this time, left in place
+            log.warning("catalog shard %s could not be read (%s): not reused", shard, exc)
             return False
-        return all(0 <= r < len(stored) and stored[r] == u for r, u in zip(rows, urls))
+        return proof is None
 
     def write_index(self, table: pa.Table) -> str:
         """Record one run's rows; written after its shards, so every indexed shard exists."""
