@@ -20,6 +20,7 @@ from .cluster import Engine
 from .compare import Edges, MatchSpec, Scope, block_size, find_edges
 from .groups import count_matches, greedy_groups, lower_quality, quality_order, result_dict
 from .ingest import Decoded, ingest
+from .outputs import human_bytes
 from .params import (
     BuildParams,
     ParameterError,
@@ -372,7 +373,9 @@ class search:
     pairs : list of tuple
         Every matching pair ``(path, path, mse)``, not just those the grouping kept.
     journal : str or None
-        The journal of the last `move_to` or `delete`, for `dupflow.undo`.
+        The journal of the last `move_to` or `delete` that acted, for `dupflow.undo`.
+    journals : list of str
+        Every journal this search wrote, in order (one per `move_to` / `delete`).
 
     Raises
     ------
@@ -470,7 +473,8 @@ class search:
         self.stats = search_stats(
             b.stats, start, datetime.now(), parameters, len(b.searched), count_matches(self._groups), extra
         )
-        self.journal: str | None = None
+        self.journal: str | None = None  # the last journal written (of journals)
+        self.journals: list[str] = []  # one per move_to / delete that acted, in order
 
     @property
     def pairs(self) -> list[tuple[str, str, float]]:
@@ -554,13 +558,15 @@ class search:
             raise ParameterError(
                 f'Invalid value for "move_to" parameter: "{destination_path}" is not a directory.'
             )
-        moved, self.journal = move_files(
+        moved, journal = move_files(
             self._removals(),
             destination_path,
             self._build.files.roots,
             self._primaries(),
             self._build.params.storage_options,
         )
+        self.journals.append(journal)
+        self.journal = journal
         self.lower_quality = sorted(moved.get(path, path) for path in self.lower_quality)
         print(f'Moved {len(moved)} file(s) to "{destination_path}" (journal: {self.journal})')
 
@@ -592,21 +598,25 @@ class search:
         """
         if not isinstance(silent_del, bool):
             raise ParameterTypeError('Invalid value for "silent_del" parameter: must be of type BOOL.')
-        if not self.lower_quality:
+        removals = self._removals()
+        if not removals:  # none left (or all moved away already): no journal, `journal` stays as it was
             print("Deleted 0 file(s): nothing to delete.")
             return
         if not silent_del:
+            total = sum(max(item.size, 0) for item in removals)
             answer = input(
-                "Are you sure you want to delete all lower quality matched images? \n"
-                "! This cannot be undone. (y/n)"
+                f"Are you sure you want to delete {len(removals)} lower quality matched image(s) "
+                f"({human_bytes(total)})? \n! This cannot be undone. (y/n)"
             )
             if str(answer).strip().lower() != "y":
                 print("Deletion canceled.")
                 return
-        deleted, self.journal = delete_files(
-            self._removals(),
+        deleted, journal = delete_files(
+            removals,
             self._build.files.roots,
             self._primaries(),
             self._build.params.storage_options,
         )
+        self.journals.append(journal)
+        self.journal = journal
         print(f"Deleted {deleted} file(s) (journal: {self.journal})")

@@ -9,7 +9,6 @@ import logging
 import os
 import sys
 import tempfile
-from datetime import datetime
 from typing import Iterator, Sequence
 
 from . import __version__
@@ -207,6 +206,19 @@ def search_parser(prog: str = "dupflow") -> argparse.ArgumentParser:
         help="which image of a group is kept: 'resolution' (most pixels, then oldest, then largest file), "
         "'oldest', 'newest' or 'largest' file first (default resolution)",
     )
+    p.add_argument(
+        "--format",
+        type=_formats,
+        default=("json",),
+        metavar="LIST",
+        help="output files besides difPy's JSON: csv, parquet (comma-separated; one row per match)",
+    )
+    p.add_argument(
+        "--report",
+        default=None,
+        metavar="HTML",
+        help="also write a self-contained HTML report of the groups (thumbnails embedded) to this file",
+    )
     p.add_argument("--version", action="version", version=f"dupflow {__version__}")
     return p
 
@@ -263,20 +275,56 @@ def undo_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _write_outputs(folder: str, result: dict, lower_quality: list[str], stats: dict) -> list[str]:
-    os.makedirs(folder, exist_ok=True)
-    stamp = datetime.now().strftime("%Y%m%d%H%M%S")
-    names = []
-    for suffix, payload in (("results", result), ("lower_quality", lower_quality), ("stats", stats)):
-        name = f"dupflow_{stamp}_{suffix}.json"
-        with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
-            json.dump(payload, handle)
-        names.append(name)
-    return names
+def _formats(text: str) -> tuple[str, ...]:
+    from .outputs import parse_formats
+
+    try:
+        return parse_formats(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _output_folder(folder: str | None) -> str:
+    """-Z: a folder (created now, so a bad one fails before the search), never an existing file."""
+    folder = folder or os.getcwd()
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise UsageError(f'Invalid value for "output_directory" (-Z): "{folder}" is a file, not a folder.')
+    try:
+        os.makedirs(folder, exist_ok=True)
+    except OSError as exc:
+        raise UsageError(
+            f'Invalid value for "output_directory" (-Z): "{folder}" cannot be created ({exc.strerror}).'
+        ) from None
+    return folder
+
+
+def _report_path(path: str | None) -> str | None:
+    """--report / -o: an HTML file to write, not a folder."""
+    if path is not None and os.path.isdir(path):
+        raise UsageError(
+            f'Invalid value for "report": "{path}" is a folder; name an HTML file, e.g. report.html'
+        )
+    return path
+
+
+def _summary(found, facts: dict) -> str:
+    """The one-line summary: what was searched, what is invalid, what was found, what it frees."""
+    from .outputs import human_bytes, reclaimable_bytes
+
+    stats = found.stats
+    counts = stats["process"]["search"]["matches_found"]
+    freed = reclaimable_bytes(found.lower_quality, facts)
+    return (
+        f"{stats['process']['search']['files_searched']} images searched, "
+        f"{stats['invalid_files']['count']} invalid files: "
+        f"{counts['duplicates']} duplicates, {counts['similar']} similar, "
+        f"{len(found.lower_quality)} lower-quality files ({human_bytes(freed)} reclaimable)."
+    )
 
 
 def run_search(argv: Sequence[str]) -> int:
     from . import api
+    from .outputs import file_facts, match_rows, write_outputs
     from .params import LAZY_RENAMED, ParameterError, ParameterTypeError, validate_build, validate_search
     from .sources import InputNotFound
 
@@ -324,6 +372,8 @@ def run_search(argv: Sequence[str]) -> int:
         and not os.path.isdir(args.move_to)
     ):
         raise UsageError(f'Invalid value for "move_to" parameter: "{args.move_to}" is not a directory.')
+    folder = _output_folder(args.output_directory)
+    report = _report_path(args.report)
     try:
         dif = api.build(
             paths,
@@ -351,14 +401,11 @@ def run_search(argv: Sequence[str]) -> int:
             )
         except (ParameterError, ParameterTypeError) as exc:
             raise UsageError(str(exc)) from None
-    folder = args.output_directory or os.getcwd()
-    names = _write_outputs(folder, found.result, found.lower_quality, found.stats)
-    counts = found.stats["process"]["search"]["matches_found"]
-    print(
-        f"{found.stats['process']['search']['files_searched']} images searched: "
-        f"{counts['duplicates']} duplicates, {counts['similar']} similar, "
-        f"{len(found.lower_quality)} lower-quality files."
-    )
+        facts = file_facts(dif.files, dif.images)
+    rows = match_rows(found.result, facts) if set(args.format) - {"json"} else None
+    run = write_outputs(folder, found.result, found.lower_quality, found.stats, rows, args.format)
+    names = list(run.names)
+    print(_summary(found, facts))
     try:
         if args.move_to:
             found.move_to(args.move_to)
@@ -368,7 +415,23 @@ def run_search(argv: Sequence[str]) -> int:
         raise UsageError(str(exc)) from None
     except EOFError:  # no one to answer the prompt (stdin closed or not a terminal): keep every file
         print("\nDeletion canceled: no answer on standard input (use -sd true to delete without asking).")
+    if found.journals:  # so that `dupflow report` on this folder shows what happened to each file
+        with open(run.path("_journals.json"), "x", encoding="utf-8") as handle:
+            json.dump(found.journals, handle)
+        names.append(os.path.basename(handle.name))
     print("\n" + "\n".join(names) + f"\n\nsaved in '{folder}'.")
+    if report:
+        from .report import collect, write_report
+
+        data = collect(
+            found.result,
+            found.stats,
+            found.journals,
+            args.storage_options,
+            args.scheduler,
+            show_progress=args.show_progress,
+        )
+        print(f"report: {write_report(report, data)}")
     return 0
 
 
@@ -404,6 +467,49 @@ def run_undo(argv: Sequence[str]) -> int:
         f"restored {counts['restored']} file(s); {counts['skipped']} could not be restored; "
         f"{counts['not_restorable']} deletion(s) cannot be undone."
     )
+    if counts["restored"] == 0:  # a script must not take "nothing came back" for success
+        print("dupflow: nothing was restored", file=sys.stderr)
+        return 1
+    return 0
+
+
+def report_parser() -> argparse.ArgumentParser:
+    p = _Parser(
+        prog="dupflow report",
+        description="Write one self-contained HTML file showing every group of a finished search: its kept "
+        "image, each match with MSE, size and date, and what a move or delete did to it.",
+    )
+    p.add_argument(
+        "results", metavar="RESULTS_OR_OUTPUT_DIR", help="a -Z folder (its latest run) or a _results.json"
+    )
+    p.add_argument("-o", "--output", default="report.html", metavar="HTML", help="default: report.html")
+    p.add_argument(
+        "--journal", action="append", default=[], metavar="JOURNAL", help="a move/delete journal (repeatable)"
+    )
+    p.add_argument("--storage-options", type=_json_object, default={}, metavar="JSON")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS", help="a running Dask scheduler")
+    p.add_argument(
+        "-p", "--show_progress", type=_bool, default=True, metavar="BOOL", help="show progress bars"
+    )
+    return p
+
+
+def run_report(argv: Sequence[str]) -> int:
+    from .report import report_from_outputs, write_report
+
+    args = report_parser().parse_args(argv)
+    output = _report_path(args.output)
+    for journal in args.journal:
+        if not os.path.isfile(journal):
+            raise UsageError(f'journal "{journal}" does not exist')
+    try:
+        data = report_from_outputs(
+            args.results, args.journal, args.storage_options, args.scheduler, args.show_progress
+        )
+    except (FileNotFoundError, ValueError) as exc:
+        raise UsageError(str(exc)) from None
+    s = data["summary"]
+    print(f"{s['groups']} groups, {s['matches']} matches: report written to {write_report(output, data)}")
     return 0
 
 
@@ -423,6 +529,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if argv[:1] == ["undo"]:
             return run_undo(argv[1:])
+        if argv[:1] == ["report"]:
+            return run_report(argv[1:])
         if argv[:1] == ["hygiene"]:  # the scheduled job: its own exit codes and one JSON line on stdout
             from .hygiene import main as hygiene_main
 

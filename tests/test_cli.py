@@ -73,11 +73,13 @@ def outputs(folder) -> dict[str, object]:
     """The three output files of one run, parsed: {"results": ..., "lower_quality": ..., "stats": ...}."""
     found = {}
     for path in glob.glob(os.path.join(folder, "dupflow_*.json")):
-        match = re.fullmatch(r"dupflow_(\d{14})_(results|lower_quality|stats)\.json", os.path.basename(path))
+        match = re.fullmatch(
+            r"dupflow_(\d{14}(?:_\d+)?)_(results|lower_quality|stats|journals)\.json", os.path.basename(path)
+        )
         assert match, path
         with open(path, encoding="utf-8") as handle:
             found[match.group(2)] = json.load(handle)
-    assert sorted(found) == ["lower_quality", "results", "stats"]
+    assert {"lower_quality", "results", "stats"} <= set(found)
     return found
 
 
@@ -313,3 +315,94 @@ def test_keep_newest_keeps_the_latest_copy(folders):
     # a/sub/p1.png and b/p1.png are the newest (a tie, equal bytes): the smaller path wins
     assert results["a/sub/p1.png"] == [["a/p1.png", 0.0], ["a/p1_copy.png", 0.0], ["b/p1.png", 0.0]]
     assert results["a/p2_r90.png"] == [["a/p2.png", 0.0]]
+
+
+def test_formats_summary_and_exclusive_names(folders):
+    """--format csv,parquet: one row per match; the summary states invalid files and bytes reclaimable."""
+    import pyarrow.parquet as pq
+
+    done = dupflow_cmd(folders, "a", "b", "-s", "2", "-Z", "out", "--format", "csv,parquet", *QUICK)
+    assert done.returncode == 0, done.stderr
+    got = outputs(folders / "out")
+    [csv_path] = glob.glob(str(folders / "out" / "dupflow_*_matches.csv"))
+    [parquet_path] = glob.glob(str(folders / "out" / "dupflow_*_matches.parquet"))
+    assert csv_path[: -len("_matches.csv")] == parquet_path[: -len("_matches.parquet")]
+    with open(csv_path, newline="", encoding="utf-8") as handle:
+        rows = list(__import__("csv").DictReader(handle))
+    table = pq.read_table(parquet_path).to_pylist()
+    expected = [
+        (primary, match, mse) for primary, matches in got["results"].items() for match, mse in matches
+    ]
+    assert [(r["primary"], r["match"], float(r["mse"])) for r in rows] == expected
+    assert [(r["primary"], r["match"], r["mse"]) for r in table] == expected
+    assert list(rows[0]) == ["primary", "match", "mse", "width", "height", "bytes", "folder"]
+    for row in table:
+        assert row["bytes"] == os.path.getsize(folders / row["match"])
+        assert (row["width"], row["height"]) in ((96, 72), (72, 96))
+        assert row["folder"] == os.path.dirname(row["match"])
+    # the summary: searched, invalid, found, and the bytes the lower-quality files take
+    reclaim = sum(os.path.getsize(folders / p) for p in got["lower_quality"])
+    searched = got["stats"]["process"]["search"]["files_searched"]
+    line = done.stdout.splitlines()[0]
+    assert line.startswith(f"{searched} images searched, 1 invalid files: ")
+    assert f"({reclaim / 1024:.1f} KiB reclaimable)" in line
+
+
+def test_runs_in_the_same_second_never_overwrite(tmp_path):
+    """Exclusive creation: runs sharing a timestamp get distinct prefixes, even at the same moment."""
+    from concurrent.futures import ThreadPoolExecutor
+    from datetime import datetime
+
+    from dupflow.outputs import find_run, write_outputs
+
+    frozen = lambda: datetime(2026, 1, 2, 3, 4, 5)  # noqa: E731
+    rows = [{"primary": "a", "match": "b", "mse": 0.0, "width": 1, "height": 1, "bytes": 1, "folder": "."}]
+
+    def one(k):
+        return write_outputs(
+            str(tmp_path), {f"p{k}": [["m", 0.0]]}, [f"m{k}"], {"run": k}, rows, ("json", "csv")
+        )
+
+    with ThreadPoolExecutor(8) as pool:  # 24 runs at once, most of them within one second
+        runs = list(pool.map(one, range(24)))
+    frozen_runs = [
+        write_outputs(str(tmp_path / "same"), {"p": [[f"m{k}", 0.0]]}, [], {"k": k}, now=frozen)
+        for k in range(5)
+    ]
+    assert [r.prefix for r in frozen_runs] == ["dupflow_20260102030405"] + [
+        f"dupflow_20260102030405_{k}" for k in range(1, 5)
+    ]
+    names = sorted(os.listdir(tmp_path / "same"))
+    assert len(names) == 15  # 5 runs x 3 files, none overwritten
+    for k, run in enumerate(frozen_runs):
+        with open(tmp_path / "same" / f"{run.prefix}_stats.json", encoding="utf-8") as handle:
+            assert json.load(handle) == {"k": k}
+    assert find_run(str(tmp_path / "same"))["stats"].endswith("dupflow_20260102030405_4_stats.json")
+    assert len({run.prefix for run in runs}) == 24
+    assert len(glob.glob(str(tmp_path / "dupflow_*_matches.csv"))) == 24
+
+
+def test_output_folder_that_is_a_file_fails_before_the_search(folders, monkeypatch, capsys, quiet_logger):
+    (folders / "taken").write_text("a file")
+    monkeypatch.chdir(folders)
+    monkeypatch.setattr(dupflow.api, "build", lambda *a, **k: pytest.fail("build must not run"))
+    assert cli.main(["a", "-Z", "taken", *QUICK]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and '"taken" is a file, not a folder' in err
+    assert cli.main(["a", "--format", "csv,xml", *QUICK]) == 2
+    assert "unknown output format 'xml'" in capsys.readouterr().err
+
+
+def test_undo_of_nothing_exits_1_and_the_prompt_counts_files_and_bytes(folders):
+    done = dupflow_cmd(folders, "a", "b", "-mv", "q", *QUICK)
+    journal = re.search(r"journal: (.+?\.jsonl)\)", done.stdout).group(1)
+    assert outputs(folders)["journals"] == [journal]  # for `dupflow report` on this folder
+    first = dupflow_cmd(folders, "undo", journal)
+    assert first.returncode == 0 and "restored 4 file(s)" in first.stdout
+    again = dupflow_cmd(folders, "undo", journal)  # everything is back already: nothing to restore
+    assert again.returncode == 1 and "restored 0 file(s)" in again.stdout
+    assert "nothing was restored" in again.stderr
+    lower = outputs(folders)["lower_quality"]
+    size = sum(os.path.getsize(folders / p) for p in lower)
+    asked = dupflow_cmd(folders, "a", "b", "-d", "true", "-Z", "asked", *QUICK)
+    assert f"delete {len(lower)} lower quality matched image(s) ({size / 1024:.1f} KiB)?" in asked.stdout
