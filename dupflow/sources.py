@@ -35,12 +35,10 @@ def supported_extensions() -> frozenset[str]:
             extra.add("avif")
     except Exception:  # older Pillow without the avif feature name
         pass
-    try:
-        import pillow_heif  # noqa: F401
+    from .decode import register_heif
 
+    if register_heif():  # registered here and, through DecoderSettings, on every worker
         extra.update({"heic", "heif"})
-    except ImportError:
-        pass
     return DIFPY_EXTENSIONS | extra
 
 
