@@ -25,6 +25,8 @@ from typing import Any, Iterable, Iterator
 
 from tqdm.auto import tqdm
 
+from .sources import is_remote, local_path, redact
+
 __all__ = [
     "CLUSTER_NAMES",
     "Engine",
@@ -208,12 +210,17 @@ def _embedded(processes: int, use_processes: bool, dashboard: bool) -> Any:
 
 def _cluster_class(name: str) -> type:
     module, attribute, package = CLUSTER_CLASSES[name]
+    in_main = threading.current_thread() is threading.main_thread()
+    sigint = signal.getsignal(signal.SIGINT) if in_main else None
     try:
         return getattr(importlib.import_module(module), attribute)
     except ImportError as exc:
         raise ImportError(
             f'cluster "{name}" needs the {package} package ({exc}): pip install "dupflow[cluster]"'
         ) from None
+    finally:
+        if in_main:  # dask_jobqueue.runner makes Ctrl-C a silent exit 0 when imported: keep Ctrl-C as it was
+            signal.signal(signal.SIGINT, sigint)
 
 
 def _lifetime_options(where: Placement) -> dict:
@@ -408,13 +415,16 @@ class Engine:
         """
         if self.checked or self.in_process:
             return
-        local_roots = sorted({root for root in roots if "://" not in root})
+        local_roots = sorted({local_path(root) for root in roots if not is_remote(root)})
         fs, base = catalog.fs()
         token = uuid.uuid4().hex
         probe = f"{base}/.probe-{token}"
         if not catalog.on_object_store:
             fs.makedirs(base, exist_ok=True)
-        fs.pipe_file(probe, token.encode())
+        try:
+            fs.pipe_file(probe, token.encode())
+        except FileNotFoundError as exc:  # e.g. no such bucket: say which catalog
+            raise FileNotFoundError(f'catalog "{redact(catalog.url)}" cannot be written: {exc}') from None
         try:
             self.client.wait_for_workers(1)
             seen = self.client.run(_sees, catalog, probe, token, local_roots)
