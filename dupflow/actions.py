@@ -7,12 +7,15 @@ import logging
 import os
 import posixpath
 import shutil
+import stat
 import warnings
 from dataclasses import dataclass
 from datetime import datetime
 
 from .params import ParameterError
-from .sources import current_state, filesystem, under_roots
+from .sources import current_state, filesystem, is_remote, local_path, under_roots
+
+__all__ = ["Journal", "Removal", "delete_files", "journal_dir", "move_files", "safe_to_remove", "undo"]
 
 log = logging.getLogger("dupflow")
 
@@ -65,12 +68,8 @@ class Journal:
         self._handle.close()
 
 
-def _is_remote(url: str) -> bool:
-    return "://" in url
-
-
 def _same_file(a: str, b: str) -> bool:
-    if _is_remote(a) or _is_remote(b):
+    if is_remote(a) or is_remote(b):
         return a == b
     try:
         return os.path.samefile(a, b)
@@ -120,13 +119,13 @@ def _vet(
 
 
 def _join(folder: str, name: str) -> str:
-    return f"{folder.rstrip('/')}/{name}" if _is_remote(folder) else os.path.join(folder, name)
+    return f"{folder.rstrip('/')}/{name}" if is_remote(folder) else os.path.join(folder, name)
 
 
 def _free(target: str, taken: set[str], storage_options: dict) -> bool:
     if target in taken:
         return False
-    if _is_remote(target):
+    if is_remote(target):
         return current_state(target, storage_options) is None
     return not os.path.lexists(target)
 
@@ -145,15 +144,15 @@ def _unique_target(folder: str, name: str, taken: set[str], storage_options: dic
 
 def _move_one(source: str, target: str, storage_options: dict) -> None:
     """Move without ever overwriting: link/rename locally, copy-verify-delete across filesystems."""
-    if not _is_remote(source) and not _is_remote(target):
+    if not is_remote(source) and not is_remote(target):
+        source, target = local_path(source), local_path(target)
         os.makedirs(os.path.dirname(target), exist_ok=True)
         try:
             os.link(source, target)  # fails if target exists: no overwrite, even in a race
         except FileExistsError:
             raise
         except OSError:  # another device, or links not allowed: copy into a new file instead
-            with open(source, "rb") as src, open(target, "xb") as dst:
-                shutil.copyfileobj(src, dst)
+            _copy_local(source, target)
         os.unlink(source)
         return
     src_fs, src_path = filesystem(source, storage_options)
@@ -169,6 +168,48 @@ def _move_one(source: str, target: str, storage_options: dict) -> None:
 
 
 COPY_CHUNK = 8 * 2**20
+
+
+def _copy_local(source: str, target: str) -> None:
+    """Copy into a new file (never replacing one) with shutil.copy2's data, permissions and times,
+    synced to disk before the caller removes the source; a failed copy leaves no partial file."""
+    with open(source, "rb") as src, open(target, "xb") as dst:  # O_EXCL: fails if the name was taken
+        try:
+            shutil.copyfileobj(src, dst, COPY_CHUNK)
+            dst.flush()
+            shutil.copystat(source, target)  # mode and times, after the last write
+            os.fsync(dst.fileno())
+            if os.fstat(dst.fileno()).st_size != os.fstat(src.fileno()).st_size:
+                raise OSError(f"copy of {source} is incomplete")
+        except BaseException:
+            dst.close()
+            os.unlink(target)  # ours: created exclusively just now
+            raise
+    _sync_folder(os.path.dirname(target))
+
+
+def _sync_folder(folder: str) -> None:
+    """Make a new name in a folder durable (where the platform allows opening folders)."""
+    try:
+        handle = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
+def _sync(handle) -> None:
+    """Flush a local file's bytes to disk before its source is removed (no-op for object stores)."""
+    try:
+        fileno = handle.fileno()
+    except (AttributeError, OSError, ValueError):  # io.UnsupportedOperation is both
+        return
+    handle.flush()
+    os.fsync(fileno)
 
 
 def _copy_exclusive(src_fs, src_path: str, dst_fs, dst_path: str) -> int:
@@ -187,6 +228,7 @@ def _copy_exclusive(src_fs, src_path: str, dst_fs, dst_path: str) -> int:
             while chunk := src.read(COPY_CHUNK):
                 dst.write(chunk)
                 copied += len(chunk)
+        _sync(dst)
         dst.close()  # object stores publish the object here, and refuse if one appeared meanwhile
     except BaseException:
         _abandon(dst, dst_fs, dst_path)
@@ -214,6 +256,28 @@ def _abandon(handle, fs, path: str) -> None:
             pass
 
 
+def _local_mode(url: str) -> dict:
+    """A local file's permission bits, journaled so that undo restores them from any store."""
+    if is_remote(url):
+        return {}
+    try:
+        return {"mode": stat.S_IMODE(os.stat(local_path(url)).st_mode)}
+    except OSError:
+        return {}
+
+
+def _restore_metadata(path: str, record: dict) -> None:
+    """Give a file moved back from another store its journaled permissions and modification time."""
+    if is_remote(path):
+        return
+    path = local_path(path)
+    if isinstance(record.get("mode"), int):
+        os.chmod(path, record["mode"])
+    stamp = str(record.get("stamp") or "")
+    if stamp.isdigit():  # a local stamp is the modification time in nanoseconds
+        os.utime(path, ns=(os.stat(path).st_atime_ns, int(stamp)))
+
+
 def move_files(
     items: list[Removal],
     destination: str,
@@ -223,8 +287,10 @@ def move_files(
     journal_folder: str | None = None,
 ) -> tuple[dict[str, str], str]:
     """Move each safe file into destination; returns {old path: new path} and the journal path."""
-    folder = destination.rstrip("/") if _is_remote(destination) else os.path.normpath(destination)
-    target_root = folder if _is_remote(folder) else os.path.abspath(folder)
+    remote = is_remote(destination)
+    folder = destination.rstrip("/") if remote else os.path.normpath(local_path(destination))
+    target_root = folder if remote else os.path.abspath(folder)
+    shown = "file://" + folder if destination.startswith("file://") else folder  # as the user wrote it
     fs, root_path = filesystem(folder, storage_options)
     try:
         fs.makedirs(root_path, exist_ok=True)
@@ -237,9 +303,8 @@ def move_files(
     for item in _vet(items, roots, primaries, storage_options, journal, "moving"):
         name = item.url.rstrip("/").rsplit("/", 1)[-1]
         target = _unique_target(target_root, name, taken, storage_options)
-        journal.write(
-            {"op": "plan", "source": item.url, "destination": target, "size": item.size, "stamp": item.stamp}
-        )
+        record = {"op": "plan", "source": item.url, "destination": target, "size": item.size}
+        journal.write({**record, "stamp": item.stamp, **_local_mode(item.url)})
         plan.append((item, target))
     moved = {}
     for item, target in plan:
@@ -249,9 +314,8 @@ def move_files(
             warnings.warn(f"Could not move file: {item.path} ({exc})", stacklevel=2)
             continue
         journal.write({"op": "done", "source": item.url, "destination": target})
-        moved[item.path] = _join(
-            folder, target.rsplit("/", 1)[-1] if _is_remote(target) else os.path.basename(target)
-        )
+        name = target.rsplit("/", 1)[-1] if remote else os.path.basename(target)
+        moved[item.path] = _join(shown, name)
     journal.close()
     return moved, journal.path
 
@@ -291,8 +355,42 @@ def delete_files(
     return deleted, journal.path
 
 
-def undo(journal_path: str, storage_options: dict | None = None) -> dict[str, int]:
-    """Put moved files back where they were (never overwriting); deletions cannot be undone."""
+def undo(journal_path: str | os.PathLike, storage_options: dict | None = None) -> dict[str, int]:
+    """Put the files a `move_to` moved back where they were, never overwriting; deletions cannot be undone.
+
+    Each move the journal records as planned is reversed when its moved copy is still there (a move a
+    crash interrupted included) and its old place is free; anything else is left alone and counted as
+    skipped. Permissions and modification time come back too, also from another store (an S3
+    quarantine keeps neither: they are taken from the journal).
+
+    Parameters
+    ----------
+    journal_path : str or os.PathLike
+        A journal written by `search.move_to` or `search.delete` (its path is ``search.journal``,
+        and is printed by the command line).
+    storage_options : dict, optional
+        fsspec options for the stores the files were moved between (credentials, endpoint, ...).
+
+    Returns
+    -------
+    dict
+        ``{"restored": n, "skipped": n, "not_restorable": n}``: files put back, files left where
+        they are (copy missing, old place taken, or the move back failed), and deletions.
+
+    Raises
+    ------
+    ValueError
+        The file is not a dupflow journal.
+    FileNotFoundError
+        The journal does not exist.
+
+    Examples
+    --------
+    >>> found.move_to("quarantine/")  # doctest: +SKIP
+    >>> dupflow.undo(found.journal)  # doctest: +SKIP
+    {'restored': 3, 'skipped': 0, 'not_restorable': 0}
+    """
+    journal_path = os.fspath(journal_path)
     storage_options = storage_options or {}
     try:
         with open(journal_path, encoding="utf-8") as handle:
@@ -317,6 +415,13 @@ def undo(journal_path: str, storage_options: dict | None = None) -> dict[str, in
             log.warning("cannot restore %s: the moved copy is missing or its old place is taken", source)
             counts["skipped"] += 1
             continue
-        _move_one(moved, source, storage_options)
+        try:
+            _move_one(moved, source, storage_options)
+        except Exception as exc:  # e.g. a file took the old place meanwhile: never overwritten
+            log.warning("cannot restore %s: %s", source, exc)
+            counts["skipped"] += 1
+            continue
+        if is_remote(moved) and state[0] == record.get("size"):
+            _restore_metadata(source, record)
         counts["restored"] += 1
     return counts

@@ -1,13 +1,12 @@
-"""Shared fixtures: a real distributed cluster with worker processes, private cache/state folders."""
+"""Shared fixtures: real distributed clusters (worker processes, or threads that see memory://), a real S3
+endpoint (moto's server over HTTP), private cache/state folders."""
 
 from __future__ import annotations
 
+import logging
 import os
-import sys
 
 import pytest
-
-sys.path.insert(0, os.path.dirname(__file__))
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -34,6 +33,34 @@ def client():
     with Client(cluster) as c:
         yield c
     cluster.close()
+
+
+@pytest.fixture(scope="session")
+def threads():
+    """One real LocalCluster of threads in this process: its workers see memory:// files."""
+    from distributed import Client, LocalCluster
+
+    cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None)
+    with Client(cluster) as c:
+        yield c
+    cluster.close()
+
+
+@pytest.fixture(scope="session")
+def endpoint():
+    """moto's S3 server on 127.0.0.1 and a free port, for the whole session (workers reach it over HTTP)."""
+    pytest.importorskip("s3fs")
+    from moto.server import ThreadedMotoServer
+
+    werkzeug = logging.getLogger("werkzeug")
+    level = werkzeug.level
+    werkzeug.setLevel(logging.ERROR)  # one access-log line per request otherwise
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"http://{host}:{port}"
+    server.stop()
+    werkzeug.setLevel(level)
 
 
 @pytest.fixture

@@ -17,7 +17,9 @@ import dupflow
 from dupflow import actions
 from dupflow.actions import Journal, Removal, delete_files
 
-PROMPT = "Are you sure you want to delete all lower quality matched images? \n! This cannot be undone. (y/n)"
+PROMPT = re.compile(  # difPy's question, with how many files and bytes it is about
+    r"Are you sure you want to delete (all|1|\d+) lower quality matched image.*\? \n! This cannot be undone\. \(y/n\)"
+)
 
 
 def tree(root) -> dict[str, bytes]:
@@ -40,86 +42,6 @@ def copies(root, names, seed=1, w=96, h=72) -> list[str]:
     """The same photo saved under each name (PNG: identical pixels); returns the paths."""
     base = photo(seed, w, h)
     return [save(base, os.path.join(root, name)) for name in names]
-
-
-def test_move_never_overwrites_and_lists_new_paths(run, tmp_path, capsys):
-    d, dest = tmp_path / "d", tmp_path / "dest"
-    primary, low_a, low_b = copies(d, ["z_best.png", "a/img.png", "b/img.png"])
-    other = save(photo(9, 80, 80), d / "other.png")
-    dest.mkdir()
-    (dest / "img.png").write_bytes(b"someone else's file")
-    originals = tree(d)
-
-    _, found = run(str(d))
-    assert found.result == {primary: [[low_a, 0.0], [low_b, 0.0]]}
-    assert found.lower_quality == [low_a, low_b]
-    found.move_to(str(dest))
-
-    # the file already there is untouched; both img.png survive under distinct new names
-    assert (dest / "img.png").read_bytes() == b"someone else's file"
-    moved = sorted(set(os.listdir(dest)) - {"img.png"})
-    assert len(moved) == 2 and all(name.endswith(".png") for name in moved)
-    assert sorted((dest / n).read_bytes() for n in moved) == [originals["a/img.png"], originals["b/img.png"]]
-    assert found.lower_quality == sorted(os.path.join(str(dest), n) for n in moved)
-    assert all(os.path.isfile(p) for p in found.lower_quality)
-    # sources gone, primary and the unrelated image untouched
-    assert not os.path.exists(low_a) and not os.path.exists(low_b)
-    assert open(primary, "rb").read() == originals["z_best.png"]
-    assert open(other, "rb").read() == originals["other.png"]
-    assert found.journal and found.journal in capsys.readouterr().out
-
-    # the journal: header, then source/destination/size/stamp planned before the move, then done
-    recs = records(found.journal)
-    assert recs[0]["journal"] == "dupflow" and recs[0]["action"] == "move"
-    plans = {r["source"]: r for r in recs if r.get("op") == "plan"}
-    assert set(plans) == {os.path.abspath(low_a), os.path.abspath(low_b)}
-    for source, rec in plans.items():
-        rel = os.path.relpath(source, d)
-        assert rec["size"] == len(originals[rel])
-        assert rec["stamp"] and os.path.isfile(rec["destination"])
-        assert os.path.dirname(rec["destination"]) == os.path.abspath(dest)
-    done = [r for r in recs if r.get("op") == "done"]
-    assert {r["source"] for r in done} == set(plans)
-    assert max(recs.index(r) for r in plans.values()) < min(recs.index(r) for r in done)
-
-    # undo puts everything back, never touching the other file in dest
-    assert dupflow.undo(found.journal) == {"restored": 2, "skipped": 0, "not_restorable": 0}
-    assert tree(d) == originals
-    assert tree(dest) == {"img.png": b"someone else's file"}
-    # a second undo has nothing left to restore
-    assert dupflow.undo(found.journal)["restored"] == 0
-    assert tree(d) == originals
-
-
-def test_changed_files_are_skipped_and_untouched(run, tmp_path):
-    d, dest = tmp_path / "d", tmp_path / "dest"
-    primary, resized, touched, same = copies(d, ["z.png", "a.png", "b.png", "c.png"])
-    _, found = run(str(d))
-    assert found.lower_quality == [resized, touched, same]
-
-    save(photo(2, 50, 40), resized)  # other bytes, other size
-    st = os.stat(touched)
-    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 5_000_000_000))  # same bytes, new mtime
-    before = {p: (open(p, "rb").read(), os.stat(p).st_mtime_ns) for p in (resized, touched)}
-
-    found.move_to(str(dest))
-    assert os.listdir(dest) == ["c.png"]
-    for path, (data, mtime) in before.items():
-        assert open(path, "rb").read() == data and os.stat(path).st_mtime_ns == mtime
-    assert os.path.exists(primary) and not os.path.exists(same)
-    assert found.lower_quality == sorted([resized, touched, os.path.join(str(dest), "c.png")])
-    skips = {r["source"]: r["reason"] for r in records(found.journal) if r.get("op") == "skip"}
-    assert skips == {
-        os.path.abspath(resized): "it changed since the scan",
-        os.path.abspath(touched): "it changed since the scan",
-    }
-
-    # delete honours the same rule
-    _, found = run(str(d))
-    assert found.lower_quality == [touched]  # resized no longer matches; c.png moved away
-    os.utime(touched, ns=(st.st_atime_ns, st.st_mtime_ns + 9_000_000_000))
-    found.delete(silent_del=True)
-    assert os.path.exists(touched) and os.path.exists(primary)
 
 
 def test_delete_silent_removes_exactly_lower_quality(run, tmp_path, capsys):
@@ -159,7 +81,7 @@ def test_delete_asks_first(run, tmp_path, monkeypatch, capsys, answer, deleted):
     prompts = []
     monkeypatch.setattr(builtins, "input", lambda prompt="": prompts.append(prompt) or answer)
     found.delete()
-    assert prompts == [PROMPT]
+    assert len(prompts) == 1 and PROMPT.fullmatch(prompts[0]), prompts
     assert os.path.exists(low) is not deleted
     assert os.path.exists(primary)
     out = capsys.readouterr().out
@@ -357,25 +279,6 @@ def test_files_outside_the_roots_are_never_touched(tmp_path):
     )
     count, _ = delete_files([item], ["file://" + str(tmp_path / "in")], set(), {}, str(tmp_path / "j"))
     assert count == 0 and os.path.exists(low)
-
-
-def test_move_to_another_filesystem_and_back(run, tmp_path):
-    d = tmp_path / "d"
-    primary, low_a, low_b = copies(d, ["z.png", "a/img.png", "b/img.png"])
-    originals = tree(d)
-    _, found = run(str(d))
-    dest = f"memory://dupflow-test-{uuid.uuid4().hex}/quarantine"
-    found.move_to(dest)
-    assert len(found.lower_quality) == 2 and all(p.startswith(dest + "/") for p in found.lower_quality)
-    assert len(set(found.lower_quality)) == 2
-    import fsspec
-
-    fs = fsspec.filesystem("memory")
-    assert sorted(fs.cat(p) for p in found.lower_quality) == [originals["a/img.png"], originals["b/img.png"]]
-    assert not os.path.exists(low_a) and not os.path.exists(low_b) and os.path.exists(primary)
-    assert dupflow.undo(found.journal)["restored"] == 2
-    assert tree(d) == originals
-    assert not any(fs.exists(p) for p in found.lower_quality)
 
 
 def test_undo_never_overwrites_and_rejects_other_files(run, tmp_path):
