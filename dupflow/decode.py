@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import struct
+import threading
 import warnings
 from dataclasses import dataclass
 
@@ -21,18 +22,28 @@ __all__ = ["DecoderSettings", "decode_image", "error_message", "lasting_failure"
 
 UNIDENTIFIED = "UnidentifiedImageError: file could not be identified as image."
 
-# Pillow's warnings (palette transparency, odd EXIF, decompression bombs, which decode_image refuses
-# itself) are harmless here, even in a host that turns warnings into errors. One filter at import,
-# because warnings.catch_warnings() is not thread-safe and decoding runs in threads.
-warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\..*)?$")
-warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+_STRICT_HOST = threading.Lock()
 
 
 def decode_image(data: bytes, px_size: int, mode: str = "exact") -> tuple[np.ndarray, int, int]:
     """Decode like difPy (first frame, no EXIF transpose, RGB, BICUBIC to px x px); raise on failure.
 
     `mode="fast"` lets JPEG decode at a reduced DCT scale first (much less work, tensor close to exact).
+    Pillow's warnings (palette transparency, odd EXIF, decompression bombs, which are refused here
+    anyway) are harmless, even in a host that turns warnings into errors: such a decode is done again
+    with them ignored. No filter is installed for good (importing dupflow leaves a host's alone), and
+    the retry holds a lock because warnings.catch_warnings() is process-wide.
     """
+    try:
+        return _decode(data, px_size, mode)
+    except Warning:
+        with _STRICT_HOST, warnings.catch_warnings():
+            warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL(\..*)?$")
+            warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+            return _decode(data, px_size, mode)
+
+
+def _decode(data: bytes, px_size: int, mode: str) -> tuple[np.ndarray, int, int]:
     img = Image.open(io.BytesIO(data))  # refuses images over twice Pillow's pixel limit
     width, height = img.size
     limit = Image.MAX_IMAGE_PIXELS

@@ -214,6 +214,51 @@ def test_harmless_warnings_do_not_invalidate_even_as_errors(tmp_path):
     assert f"BOMB {bomb_message(9500 * 9500, Image.MAX_IMAGE_PIXELS)}" in done.stdout
 
 
+HOST = """
+import json, logging, warnings
+import numpy, PIL.Image, dask.bag, distributed, pyarrow.parquet, fsspec, tqdm.auto  # their own filters first
+
+
+def snapshot():
+    loggers = logging.root.manager.loggerDict.items()
+    return {
+        "filters": [repr(f) for f in warnings.filters],
+        "root": [repr(logging.root.handlers), logging.root.level],
+        "loggers": {n: [repr(g.handlers), g.level, g.propagate] for n, g in loggers if isinstance(g, logging.Logger)},
+    }
+
+
+before = snapshot()
+import dupflow
+from dupflow.decode import decode_image
+decode_image(open(PALETTE, "rb").read(), 50)  # Pillow warns here: handled without a lasting filter
+after = snapshot()
+ours = logging.getLogger("dupflow")
+ours.warning("a record no host handler asked for")
+print(json.dumps({"before": before, "after": after, "ours": [type(h).__name__ for h in ours.handlers]}))
+"""
+
+
+def test_importing_dupflow_leaves_the_hosts_warnings_and_logging_alone(tmp_path):
+    """No process-wide warning filter at import or after a decode; the "dupflow" logger has a NullHandler,
+    so a host that configured no logging sees no stray records on stderr."""
+    palette = str(tmp_path / "palette.png")
+    Image.fromarray(photo(12)).convert("P", palette=Image.ADAPTIVE, colors=32).save(
+        palette, transparency=bytes([0, 128] + [255] * 30)
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", f"PALETTE = {palette!r}\n" + HOST], capture_output=True, text=True, timeout=120
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    report = json.loads(done.stdout)
+    before, after = report["before"], report["after"]
+    assert after["filters"] == before["filters"]
+    assert after["root"] == before["root"]
+    assert {n: v for n, v in after["loggers"].items() if n in before["loggers"]} == before["loggers"]
+    assert report["ours"] == ["NullHandler"]
+    assert "a record no host handler asked for" not in done.stderr
+
+
 # ---------------------------------------------------------------------------------------------------
 # Names and folders
 # ---------------------------------------------------------------------------------------------------
