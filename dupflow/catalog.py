@@ -76,8 +76,8 @@ class CatalogRef:
     def fs(self):
         return filesystem(self.url, self.storage_options)
 
-    def _write_atomic(self, folder: str, table: pa.Table) -> str:
-        """Write a new Parquet file that readers see whole or not at all; returns its name.
+    def write_file(self, folder: str, table: pa.Table) -> str:
+        """Write a new Parquet file into a folder of the namespace, seen whole or not at all; returns its name.
 
         Object stores (S3, GCS, Azure, memory) publish an object only when its PUT completes, so the final
         key is written directly (a temp + mv there would be a full copy and a delete). Elsewhere: a
@@ -175,7 +175,7 @@ class CatalogRef:
                 "grid": _fixed(grids.astype(GRID_DTYPE).reshape(len(urls), -1)),
             }
         )
-        return self._write_atomic("shards", table)
+        return self.write_file("shards", table)
 
     def read_rows(self, shard: str, rows: np.ndarray, column: str = "tensor") -> np.ndarray:
         """One column's values for the given rows of a shard, as (n x bytes) uint8, reading only their row groups."""
@@ -212,9 +212,10 @@ class CatalogRef:
 
     def write_index(self, table: pa.Table) -> str:
         """Record one run's rows; written after its shards, so every indexed shard exists."""
-        return self._write_atomic("index", table.cast(INDEX_SCHEMA))
+        return self.write_file("index", table.cast(INDEX_SCHEMA))
 
-    def _index_files(self) -> list[str]:
+    def index_files(self) -> list[str]:
+        """The index files' paths, oldest first (listed afresh)."""
         fs, base = self.fs()
         fs.invalidate_cache(f"{base}/index")  # another process may have added files since we last looked
         try:
@@ -226,7 +227,7 @@ class CatalogRef:
         except FileNotFoundError:
             return []
 
-    def _read_index_files(self, names: list[str]) -> tuple[list[pa.Table], list[str], list[str]]:
+    def read_index_files(self, names: list[str]) -> tuple[list[pa.Table], list[str], list[str]]:
         """The tables of these index files, the names read, and the names gone (compacted away meanwhile)."""
         fs, _ = self.fs()
         tables, read, gone = [], [], []
@@ -251,8 +252,8 @@ class CatalogRef:
         tables: list[pa.Table] = []
         done: set[str] = set()
         for _ in range(5):
-            todo = [name for name in self._index_files() if name not in done]
-            got, read, gone = self._read_index_files(todo)
+            todo = [name for name in self.index_files() if name not in done]
+            got, read, gone = self.read_index_files(todo)
             tables += got
             done.update(read)
             if not gone:
@@ -271,13 +272,13 @@ class CatalogRef:
         rows are merged into one, and only files whose rows went into the merged file are removed, after it
         is written: a reader sees every row at least once. True if this call merged.
         """
-        if len(self._index_files()) <= most:
+        if len(self.index_files()) <= most:
             return False
         with self.lease() as held:
-            names = self._index_files() if held else []
+            names = self.index_files() if held else []
             if len(names) <= most:
                 return False
-            tables, read, _ = self._read_index_files(names)
+            tables, read, _ = self.read_index_files(names)
             self.replace_index(tables, read)
             return True
 

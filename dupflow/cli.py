@@ -513,6 +513,77 @@ def run_report(argv: Sequence[str]) -> int:
     return 0
 
 
+def _seconds(text: str) -> float:
+    """A duration: seconds, or a number with s, m, h or d."""
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    number, unit = (text[:-1], text[-1]) if text[-1:].lower() in units else (text, "s")
+    try:
+        value = float(number) * units[unit.lower()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration (e.g. 3600, 90m, 12h, 7d)") from None
+    if not value >= 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration >= 0")
+    return value
+
+
+def catalog_parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="dupflow catalog", description="Inspect, check and clean a dupflow catalog.")
+    sub = p.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    for name, text in (
+        ("info", "namespaces, shards, bytes, index rows, files"),
+        ("verify", "read every shard whole: checksums, schema, the files the index names"),
+        ("gc", "remove unreferenced shards and rows of files long absent (safe while runs use it)"),
+    ):
+        q = sub.add_parser(name, help=text, description=text)
+        q.add_argument("--catalog", help="folder or fsspec URL (default: ~/.cache/dupflow/catalog)")
+        q.add_argument("--storage-options", type=_json_object, default={}, metavar="JSON")
+        q.add_argument("--json", action="store_true", help="print the report as JSON")
+    sub.choices["verify"].add_argument("--set-aside", action="store_true", help="remove damaged shards")
+    gc = sub.choices["gc"]
+    gc.add_argument("--grace", type=_seconds, default="1d", help="keep younger unreferenced shards (1d)")
+    gc.add_argument(
+        "--absent-for", type=_seconds, default="7d", help="drop rows of files absent this long (7d)"
+    )
+    gc.add_argument("--dry-run", action="store_true", help="report what would go, remove nothing")
+    return p
+
+
+def run_catalog(argv: Sequence[str]) -> int:
+    from . import catalog_maintenance as maintenance
+
+    args = catalog_parser().parse_args(argv)
+    try:
+        if args.command == "info":
+            report = maintenance.info(args.catalog, args.storage_options)
+            lines = [
+                f"{n['name']}: {n['files']} files, {n['shards']} shards ({n['shard_bytes']} bytes), "
+                f"{n['index_files']} index files, {n['failures']} failures, "
+                f"{n['unreferenced_shards']} unreferenced shards"
+                for n in report["namespaces"]
+            ]
+        elif args.command == "verify":
+            report = maintenance.verify(args.catalog, args.storage_options, args.set_aside)
+            lines = [f"{report['sound']} of {report['shards']} shards sound"]
+            lines += [f"damaged: {name}: {why}" for name, why in report["damaged"].items()]
+            lines += [f"unreadable: {name}: {why}" for name, why in report["unreadable"].items()]
+            lines += [f"missing (its rows are decoded again; gc drops them): {n}" for n in report["missing"]]
+        else:
+            report = maintenance.gc(
+                args.catalog, args.storage_options, args.grace, args.absent_for, args.dry_run
+            )
+            lines = [
+                ("would remove " if args.dry_run else "removed ")
+                + f"{report['shards_removed']} shards, {report['temporaries_removed']} temporaries "
+                f"({report['bytes_freed']} bytes) and {report['rows_removed']} index rows; "
+                f"{report['files_absent']} files absent"
+            ]
+    except FileNotFoundError as exc:
+        raise UsageError(str(exc)) from None
+    print(json.dumps(report) if args.json else "\n".join([report["catalog"], *lines]))
+    failed = args.command == "verify" and (report["damaged"] or report["unreadable"])
+    return 1 if failed else 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: `dupflow [search] PATH ... [flags]` or `dupflow undo JOURNAL`."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -531,6 +602,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return run_undo(argv[1:])
         if argv[:1] == ["report"]:
             return run_report(argv[1:])
+        if argv[:1] == ["catalog"]:
+            return run_catalog(argv[1:])
         if argv[:1] == ["hygiene"]:  # the scheduled job: its own exit codes and one JSON line on stdout
             from .hygiene import main as hygiene_main
 

@@ -173,9 +173,9 @@ def test_index_files_are_merged_as_runs_add_them(tmp_path, client, catalog):
         save(photo(300 + k, 40, 30), folder / f"{k}.png")
         dif = _build(str(folder), catalog, client)
         ref = ref or CatalogRef(dif.stats["dupflow"]["build"]["catalog"], {})
-    assert len(ref._index_files()) == 6
+    assert len(ref.index_files()) == 6
     ref.compact_index(most=4)
-    assert len(ref._index_files()) == 1
+    assert len(ref.index_files()) == 1
     assert _figures(_build(str(folder), catalog, client)) == (0, 6, 0)
     assert ref.url == namespace(catalog, 50, "exact")
 
@@ -259,7 +259,7 @@ def _many_index_files(tmp_path, client, catalog, copies):
     dif = _build(folder, catalog, client)
     ref = CatalogRef(dif.stats["dupflow"]["build"]["catalog"], {})
     rows = ref.read_index()
-    for name in ref._index_files():
+    for name in ref.index_files():
         os.remove(name)
     for _ in range(copies):
         for k in range(rows.num_rows):
@@ -269,7 +269,7 @@ def _many_index_files(tmp_path, client, catalog, copies):
 
 def test_two_processes_compacting_at_once(tmp_path, client, catalog):
     folder, ref = _many_index_files(tmp_path, client, catalog, copies=4)
-    assert len(ref._index_files()) == 132
+    assert len(ref.index_files()) == 132
     script = tmp_path / "compact.py"
     script.write_text(COMPACT)
     start = str(time.time() + 3)
@@ -283,7 +283,7 @@ def test_two_processes_compacting_at_once(tmp_path, client, catalog):
     assert all(job.returncode == 0 for job in jobs), [err.decode()[-1500:] for _, err in outs]
     merged = sorted(out.decode().split()[-1] for out, _ in outs)
     assert merged == ["False", "True"]  # one claimed the compaction, the other left it alone
-    assert len(ref._index_files()) == 1
+    assert len(ref.index_files()) == 1
     index = ref.read_index()
     assert index.num_rows == 33 == len(set(index.column("url").to_pylist()))  # duplicates merged
     assert _figures(_build(folder, catalog, client)) == (0, 33, 0)
@@ -292,8 +292,8 @@ def test_two_processes_compacting_at_once(tmp_path, client, catalog):
 
 def test_compaction_tolerates_files_vanishing_under_it(tmp_path, client, catalog):
     folder, ref = _many_index_files(tmp_path, client, catalog, copies=1)
-    names = ref._index_files()
-    tables, read, _ = ref._read_index_files(names)  # a compaction that lost its lease midway, say
+    names = ref.index_files()
+    tables, read, _ = ref.read_index_files(names)  # a compaction that lost its lease midway, say
     assert ref.compact_index(most=4)  # another one merges and removes those files meanwhile
     ref.replace_index(tables, read)  # the first finishes on files already gone: no error, no row lost
     assert ref.read_index().num_rows == 66  # every row twice, in two merged files: harmless
