@@ -76,12 +76,25 @@ class build:
     catalog : str or os.PathLike, optional
         Keyword-only. Where the catalog lives (a folder or fsspec URL). Default:
         ``$XDG_CACHE_HOME/dupflow/catalog`` (``~/.cache/dupflow/catalog``).
-    scheduler : str or distributed.Client, optional
-        Keyword-only. A Dask scheduler address or Client; None starts a local cluster, closed
-        with the build (or by `close`).
     decode : {"exact", "fast"}, default "exact"
         Keyword-only. ``"exact"`` gives difPy's thumbnails bit for bit; ``"fast"`` decodes JPEGs
         at a reduced DCT scale first.
+    reference : str, os.PathLike or list of them, optional
+        Keyword-only. Reference inputs: searched against, never cleaned. Every ordinary image is
+        compared with every reference image, reference images never with each other; a reference
+        image is always a primary, never moved or deleted.
+    scheduler : str, distributed.Client or cluster object, optional
+        Keyword-only. Where the work runs: a scheduler address (``"tcp://host:8786"``), a Client,
+        or a cluster object (LocalCluster, SLURMCluster, ...). None honours
+        ``DASK_SCHEDULER_ADDRESS``, else starts a local cluster, closed with the build (or `close`).
+    scheduler_file : str or os.PathLike, optional
+        Keyword-only. Connect to the scheduler described in this file (instead of ``scheduler``).
+    cluster : str or dict, optional
+        Keyword-only. Start a named cluster (``"local"``, ``"slurm"``, ``"pbs"``, ``"sge"``,
+        ``"kubernetes"``), or a dict with ``"name"`` and ``"workers"``, ``"adapt"`` (min, max),
+        ``"lifetime"``, ``"lifetime_stagger"``, ``"options"``; configured in ``deploy/``.
+    dashboard : bool, default False
+        Keyword-only. Serve the Dask dashboard of a cluster dupflow starts.
 
     Attributes
     ----------
@@ -355,8 +368,18 @@ class search:
         Ignored when a cluster was given with ``scheduler`` (to the build or the search).
     chunksize : int or None, default None
         Images per compare block; None fits 16 MiB of thumbnails per block.
-    scheduler : str or distributed.Client, optional
+    keep : {"resolution", "oldest", "newest", "largest"}, default "resolution"
+        Keyword-only. Which image of a group is kept (the primary): the most pixels (then the
+        oldest, the largest file, the path), the oldest or newest file, or the largest file. It
+        never changes which pairs match.
+    scheduler : str, distributed.Client or cluster object, optional
         Keyword-only. Run the comparison on this cluster instead of the build's.
+    scheduler_file : str or os.PathLike, optional
+        Keyword-only. Run the comparison on the scheduler described in this file.
+    cluster : str or dict, optional
+        Keyword-only. Run the comparison on a cluster started for it (as for `build`).
+    dashboard : bool, default False
+        Keyword-only. Serve the Dask dashboard of a cluster dupflow starts.
     keep : {"resolution", "oldest", "newest", "largest"}, default "resolution"
         Keyword-only. Which image of a group is kept (the primary): most pixels, then oldest, then
         largest file, then path a-z; or the oldest, newest or largest file first.

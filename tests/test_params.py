@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import pathlib
+import re
 import subprocess
 import sys
 
@@ -12,6 +14,7 @@ import pytest
 from imagegen import photo, save
 
 import dupflow
+from dupflow.params import BUILD_OPTIONS, SEARCH_OPTIONS
 
 
 @pytest.fixture(scope="module")
@@ -214,3 +217,25 @@ def test_credentials_in_a_url_never_reach_stats_or_errors(tmp_path):
 
     assert redact("ftp://bob:hunter2@host/a.png") == "ftp://host/a.png"
     assert redact("s3://bucket/key@2x.png") == "s3://bucket/key@2x.png"
+
+
+@pytest.mark.parametrize(
+    "func, options",
+    [
+        (dupflow.build, BUILD_OPTIONS),
+        (dupflow.search, SEARCH_OPTIONS),
+        (dupflow.search.move_to, ()),
+        (dupflow.search.delete, ()),
+        (dupflow.undo, ()),
+    ],
+    ids=["build", "search", "move_to", "delete", "undo"],
+)
+def test_help_documents_every_parameter(func, options):
+    """help() answers what the README answers: numpydoc sections naming every parameter, keyword options
+    included, with what is returned (or the attributes), what is raised, and examples."""
+    doc = inspect.getdoc(func)
+    named = [n for n in inspect.signature(func).parameters if n not in ("self", "options")]
+    documented = re.findall(r"^\*?(\w+) : ", doc.split("Parameters\n----------\n", 1)[1], flags=re.M)
+    assert set(named) | set(options) <= set(documented)
+    assert re.search(r"^(Returns|Attributes)\n-{7,}$", doc, flags=re.M)
+    assert "Raises\n------" in doc and "Examples\n--------" in doc and ">>> " in doc
