@@ -31,9 +31,12 @@ def journal_events(journals: Iterable[str]) -> dict[str, dict[str, Any]]:
     """
     events: dict[str, dict[str, Any]] = {}
     for path in journals:
-        with open(path, encoding="utf-8") as handle:
-            records = [json.loads(line) for line in handle if line.strip()]
-        if not records or records[0].get("journal") != "dupflow":
+        try:
+            with open(path, encoding="utf-8") as handle:
+                records = [json.loads(line) for line in handle if line.strip()]
+        except (UnicodeDecodeError, json.JSONDecodeError):
+            records = []
+        if not records or not isinstance(records[0], dict) or records[0].get("journal") != "dupflow":
             raise ValueError(f'"{path}" is not a dupflow journal.')
         sizes = {r["source"]: r.get("size") for r in records[1:] if r.get("op") == "plan"}
         for record in records[1:]:
@@ -141,7 +144,7 @@ def collect(
             "build": stats.get("process", {}).get("build", {}).get("parameters", {}),
             "search": search.get("parameters", {}),
         },
-        "invalid": sorted(invalid.get("logs", {}).items()),
+        "invalid": [list(item) for item in sorted(invalid.get("logs", {}).items())],
         "files": files,
         "groups": group_rows,
         "thumbs": list(uris),
@@ -256,6 +259,7 @@ TEMPLATE = r"""<!doctype html>
 *{box-sizing:border-box}
 body{margin:0;font:15px/1.45 system-ui,-apple-system,"Segoe UI",Roboto,sans-serif;background:var(--bg);color:var(--fg)}
 header,main{max-width:1280px;margin:0 auto;padding:16px}
+header{padding-bottom:0}
 h1{font-size:1.4rem;margin:.2rem 0}
 .sub{color:var(--muted);font-size:.9rem;overflow-wrap:anywhere}
 .cards{display:grid;grid-template-columns:repeat(auto-fit,minmax(150px,1fr));gap:10px;margin:14px 0}
@@ -290,6 +294,8 @@ figure.kept{border:2px solid var(--keep)}
 .thumb img{max-width:100%;max-height:100%;object-fit:contain;display:block}
 .thumb .none{color:var(--muted);font-size:.85rem;padding:8px;text-align:center}
 figcaption{padding:8px 10px;font-size:.82rem;display:flex;flex-direction:column;gap:3px}
+.badges{display:flex;flex-wrap:wrap;gap:4px}
+.dest{color:var(--warn)}
 .badge{align-self:flex-start;font-size:.72rem;font-weight:700;border-radius:999px;padding:1px 8px;text-transform:uppercase;letter-spacing:.03em}
 .badge.kept{background:var(--keep-bg);color:var(--keep)}
 .badge.mse{background:var(--bg);color:var(--fg);border:1px solid var(--line)}
@@ -366,9 +372,11 @@ kbd{border:1px solid var(--line);border-radius:4px;padding:0 4px;font-size:.78re
     return out;
   }
   function status(f) {
-    if (!f.s) return null;
-    const text = f.s === "moved" ? "moved to " + f.d : f.s === "skipped" ? "left in place: " + f.r : f.s;
-    return el("span", "badge " + f.s, text);
+    if (!f.s) return [];
+    const badge = el("span", "badge " + f.s, f.s === "skipped" ? "left in place" : f.s);
+    if (f.s === "moved") { const d = el("span", "path dest", "→ " + f.d); d.title = f.d; return [badge, d]; }
+    if (f.s === "skipped") return [badge, el("span", "reason", f.r)];
+    return [badge];
   }
   function figure(i, mse, kept) {
     const f = F[i];
@@ -387,11 +395,14 @@ kbd{border:1px solid var(--line);border-radius:4px;padding:0 4px;font-size:.78re
       box.setAttribute("aria-label", (kept ? "Kept image: " : "Match: ") + f.p + " (no preview)");
     }
     const cap = el("figcaption");
-    cap.append(el("span", "badge " + (kept ? "kept" : "mse"), kept ? "kept" : "MSE " + mseText(mse)));
-    const st = status(f); if (st) cap.append(st);
+    const top = el("div", "badges");
+    top.append(el("span", "badge " + (kept ? "kept" : "mse"), kept ? "kept" : "MSE " + mseText(mse)));
+    const [badge, ...more] = status(f);
+    if (badge) top.append(badge);
+    cap.append(top, ...more);
     cap.append(el("span", "facts", dims + " · " + human(f.b)));
     cap.append(el("span", "facts", when(f.t)));
-    cap.append(el("span", "path", f.p));
+    cap.append(el("span", "path file", f.p));
     fig.append(box, cap);
     return fig;
   }
