@@ -29,6 +29,8 @@ from .sources import is_remote, local_path, redact
 
 __all__ = [
     "CLUSTER_NAMES",
+    "cluster_options",
+    "make_cluster",
     "Engine",
     "Placement",
     "WorkersCannotSeeCatalog",
@@ -245,9 +247,8 @@ def _lifetime_options(where: Placement) -> dict:
     return {"lifetime": where.lifetime, "lifetime_stagger": stagger, "lifetime_restart": True}
 
 
-def _named(where: Placement) -> Any:
-    """Start the named cluster from dask.config / jobqueue.yaml, sized by workers or adaptive bounds."""
-    cls = _cluster_class(where.cluster)
+def cluster_options(where: Placement) -> dict:
+    """Keyword arguments for the named cluster's class, on top of what dask.config / jobqueue.yaml say."""
     options: dict[str, Any] = {}
     if where.cluster == "local":
         options.update(n_workers=0, dashboard_address=DASHBOARD_ADDRESS if where.dashboard else None)
@@ -255,8 +256,20 @@ def _named(where: Placement) -> Any:
         options["scheduler_cls"] = _quiet_scheduler_class()
     options.update(_lifetime_options(where))
     options.update(where.options)
+    return options
+
+
+def make_cluster(where: Placement) -> Any:
+    """The named cluster's object with no worker asked for yet: `_named` then sizes it; alone, it shows
+    the job script dupflow would submit (`make_cluster(p).job_script()`)."""
     with _workers_skip_main(), _quiet_logs():
-        cluster = cls(**options)
+        return _cluster_class(where.cluster)(**cluster_options(where))
+
+
+def _named(where: Placement) -> Any:
+    """Start the named cluster from dask.config / jobqueue.yaml, sized by workers or adaptive bounds."""
+    cluster = make_cluster(where)
+    with _workers_skip_main(), _quiet_logs():
         try:
             workers = where.workers or 1
             if where.adapt:

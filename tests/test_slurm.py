@@ -276,3 +276,59 @@ def test_cli_cluster_slurm_interrupted_leaves_no_job(slurm, jobqueue_config, pho
 def _nested(settings: dict) -> dict:
     """{"jobqueue.slurm.cores": 1} -> {"cores": 1}, for a jobqueue.yaml (JSON is valid YAML)."""
     return {key.rsplit(".", 1)[1]: value for key, value in settings.items()}
+
+
+@pytest.mark.slow
+def test_deploy_batch_script_runs_the_search_as_one_job_that_starts_its_workers(
+    slurm, photos, embedded, tmp_path
+):
+    """deploy/slurm/dupflow-search.sbatch, submitted as is (this test host only shrinks the jobs)."""
+    deploy = os.path.join(os.path.dirname(__file__), os.pardir, "deploy", "slurm")
+    script = os.path.join(deploy, "dupflow-search.sbatch")
+    report = tmp_path / "report"
+    env = {
+        **os.environ,
+        "DUPFLOW": os.path.join(os.path.dirname(sys.executable), "dupflow"),
+        "DUPFLOW_DEPLOY": deploy,
+        "DUPFLOW_CATALOG": str(tmp_path / "cat"),
+        "DUPFLOW_WORKERS": "1",
+        # the jobs of deploy/slurm/jobqueue.yaml, shrunk to this 2-core test node
+        "DASK_JOBQUEUE__SLURM__CORES": "1",
+        "DASK_JOBQUEUE__SLURM__MEMORY": "1GB",
+        "DASK_JOBQUEUE__SLURM__LOG_DIRECTORY": str(tmp_path / "joblogs"),
+        "DASK_JOBQUEUE__SLURM__SCHEDULER_OPTIONS": "{'host': '127.0.0.1'}",
+    }
+    env.pop("DASK_CONFIG", None)
+    submitted = subprocess.run(
+        [
+            "sbatch",
+            "--parsable",
+            "--mem=500M",
+            f"--output={tmp_path}/search-%j.log",
+            script,
+            photos,
+            str(report),
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=tmp_path,
+    )
+    search_job = submitted.stdout.strip().split(";")[0]
+    names: set[str] = set()
+
+    def finished():
+        out = subprocess.run(["squeue", "-h", "-o", "%i %j"], capture_output=True, text=True).stdout
+        names.update(line.split()[1] for line in out.splitlines() if line.strip())
+        return not any(line.split()[0] == search_job for line in out.splitlines() if line.strip())
+
+    _wait(finished, 300, "the search job to end")
+    log = (tmp_path / f"search-{search_job}.log").read_text()
+    assert {"dupflow-search", "dupflow-worker"} <= names, (names, log)  # the job started its worker job
+    results = (
+        [name for name in os.listdir(report) if name.endswith("_results.json")] if report.exists() else []
+    )
+    assert results, log
+    assert json.loads((report / results[0]).read_text()) == embedded[0]
+    _wait(lambda: not _squeue(), 60, "an empty queue after the search job")
