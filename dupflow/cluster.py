@@ -23,8 +23,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator
 
-from tqdm.auto import tqdm
-
 from .sources import is_remote, local_path, redact
 
 __all__ = [
@@ -459,17 +457,24 @@ class Engine:
             )
         self.checked = True
 
-    def run(self, tasks: Iterable, desc: str, show_progress: bool) -> list:
-        """Compute Dask delayed objects on the cluster, in order, with an optional progress bar."""
+    def run(self, tasks: Iterable, desc: str, show_progress: bool, images: int | None = None) -> list:
+        """Compute Dask delayed objects on the cluster, in order, with an optional progress bar.
+
+        With `images`, the bar counts images (shared evenly among the tasks), else tasks.
+        """
         from distributed import as_completed
+
+        from .progress import progress_bar, task_weights
 
         tasks = list(tasks)
         if not tasks:
             return []
         futures = self.client.compute(tasks)
-        with tqdm(total=len(futures), desc=desc, disable=not show_progress, leave=False) as bar:
-            for _ in as_completed(futures, loop=self.client.loop):
-                bar.update(1)
+        weights = task_weights(len(futures), images)
+        total, unit = (images, "images") if images is not None else (len(futures), "tasks")
+        with progress_bar(total, desc, show_progress, unit) as bar:
+            for k, _ in enumerate(as_completed(futures, loop=self.client.loop)):
+                bar.update(weights[k])
         results = self.client.gather(futures)
         del futures
         return results

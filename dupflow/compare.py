@@ -43,12 +43,12 @@ class MatchSpec:
     @property
     def d(self) -> int:
         """Values per tensor (px x px x 3): MSE = S / d."""
-        return 3 * self.px * self.px
+        return kernels.tensor_values(self.px)
 
     @classmethod
     def from_threshold(cls, px: int, rotate: bool, same_dim: bool, threshold: float) -> MatchSpec:
         """The spec for a user's MSE threshold, decided exactly (see kernels.match_limit)."""
-        return cls(px, rotate, same_dim, kernels.match_limit(threshold, 3 * px * px))
+        return cls(px, rotate, same_dim, kernels.match_limit(threshold, kernels.tensor_values(px)))
 
 
 def _no_positions() -> np.ndarray:
@@ -87,7 +87,7 @@ def block_size(px_size: int, chunksize: int | None) -> int:
     """Images per block: the user's chunksize, or as many as fit BLOCK_BYTES."""
     if chunksize is not None:
         return chunksize
-    return int(np.clip(BLOCK_BYTES // (3 * px_size * px_size), 16, 4096))
+    return int(np.clip(BLOCK_BYTES // kernels.tensor_values(px_size), 16, 4096))
 
 
 def _rows(decoded: Decoded, positions: list[int]) -> Rows:
@@ -324,7 +324,7 @@ def find_edges(
         per_scope.append(tasks)
         images += n
     flat = [task for tasks in per_scope for task in tasks]
-    results = engine(images).run(flat, "dupflow comparing", show_progress) if flat else []
+    results = engine(images).run(flat, "dupflow comparing", show_progress, images) if flat else []
     out, start = [], 0
     for scope, tasks in zip(scopes, per_scope):
         chunk = results[start : start + len(tasks)]

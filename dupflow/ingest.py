@@ -76,7 +76,7 @@ def ingest(
         bag = db.from_sequence(todo, npartitions=parts).map_partitions(
             decode_partition, catalog, storage_options, px_size, mode, settings
         )
-        for part in cluster.run(bag.to_delayed(), "dupflow decoding", show_progress):
+        for part in cluster.run(bag.to_delayed(), "dupflow decoding", show_progress, len(todo)):
             for row in part:
                 fresh[row["url"]] = row
         catalog.compact_index()  # each partition committed its own index file

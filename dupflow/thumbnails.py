@@ -110,7 +110,7 @@ def thumbnails(
 
     engine = Engine(scheduler, os.cpu_count() or 1, 0)  # images=0: local workers are threads
     try:
-        results = engine.run(tasks, "thumbnails", show_progress)
+        results = engine.run(tasks, "dupflow thumbnails", show_progress, len(unique))
     finally:
         engine.close()
     return {url: thumb for batch, got in zip(batches, results) for url, thumb in zip(batch, got)}
