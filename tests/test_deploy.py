@@ -3,6 +3,7 @@ and the batch scripts are valid bash. (The SLURM batch script also runs for real
 
 from __future__ import annotations
 
+import functools
 import os
 import re
 import shlex
@@ -105,3 +106,143 @@ def test_batch_scripts_are_valid_bash_and_run_dupflow_on_the_queue(path):
     text = open(full).read()
     kind = path.split("/")[0]
     assert f"--cluster {kind}" in text and "--lifetime" in text and "DASK_CONFIG" in text
+
+
+# ---- deploy/kubernetes: validated offline --------------------------------------------------------------
+
+KUBE = os.path.join(DEPLOY, "kubernetes")
+KUBE_VALIDATE = os.path.join(os.path.dirname(sys.executable), "kubernetes-validate")
+
+
+def _documents(name: str) -> list[dict]:
+    import yaml
+
+    with open(os.path.join(KUBE, name)) as handle:
+        return [doc for doc in yaml.safe_load_all(handle) if doc]
+
+
+def _kubernetes_validate(path: str) -> subprocess.CompletedProcess:
+    return subprocess.run([KUBE_VALIDATE, "--strict", path], capture_output=True, text=True)
+
+
+def test_hygiene_cronjob_and_its_configmap_pass_strict_validation(tmp_path):
+    import yaml
+
+    path = os.path.join(KUBE, "hygiene-cronjob.yaml")
+    done = _kubernetes_validate(path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "passed for resource configmap/dupflow-hygiene" in done.stdout
+    assert "passed for resource cronjob/dupflow-hygiene" in done.stdout
+    # the validator bites: one misspelt field fails
+    docs = _documents("hygiene-cronjob.yaml")
+    docs[1]["spec"]["jobTemplate"]["spec"]["template"]["spec"]["restartPolicyy"] = "Never"
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump_all(docs))
+    assert _kubernetes_validate(str(broken)).returncode != 0
+
+
+def test_hygiene_cronjob_runs_the_hygiene_job_on_its_config():
+    """The ConfigMap's hygiene.toml is a valid hygiene config, and the command is the job's entry point."""
+    import tomllib
+
+    from dupflow.hygiene.config import parse_config
+
+    configmap, cronjob = _documents("hygiene-cronjob.yaml")
+    config = parse_config(tomllib.loads(configmap["data"]["hygiene.toml"]), "/config/hygiene.toml")
+    assert config.sources == ["s3://lake/incoming"] and config.catalog.startswith("s3://")
+    pod = cronjob["spec"]["jobTemplate"]["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    assert container["command"] == ["python", "-m", "dupflow.hygiene", "/config/hygiene.toml"]
+    mount = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}["config"]
+    assert mount == "/config" and pod["volumes"][0]["configMap"]["name"] == configmap["metadata"]["name"]
+
+
+@functools.cache
+def _operator_crd(kind: str):
+    """The CRD schema shipped in the dask-kubernetes package, made strict below `spec` (an unknown field
+    is an error, as `kubectl --validate=strict` makes it), except where the CRD keeps unknown fields."""
+    from importlib.resources import files
+
+    import yaml
+
+    crds = files("dask_kubernetes") / "operator" / "deployment" / "helm" / "dask-kubernetes-operator" / "crds"
+    crd = yaml.safe_load((crds / f"{kind.lower()}.yaml").read_text())
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+
+    def strict(node):
+        if isinstance(node, dict):
+            if "properties" in node and not node.get("x-kubernetes-preserve-unknown-fields"):
+                node.setdefault("additionalProperties", False)
+            for value in node.values():
+                strict(value)
+        elif isinstance(node, list):
+            for value in node:
+                strict(value)
+
+    strict(schema["properties"]["spec"])
+    import jsonschema
+
+    jsonschema.Draft7Validator.check_schema(schema)  # once per kind: the schema itself is sound
+    return jsonschema.Draft7Validator(schema)
+
+
+def _pod_specs(cluster_spec: dict) -> list[tuple[str, dict]]:
+    return [("worker", cluster_spec["worker"]["spec"]), ("scheduler", cluster_spec["scheduler"]["spec"])]
+
+
+def _validate_dask_resource(doc: dict) -> None:
+    """Against the operator's CRD, and each embedded pod and service against Kubernetes' own schemas."""
+    import kubernetes_validate
+
+    _operator_crd(doc["kind"]).validate(doc)
+    cluster_spec = doc["spec"] if doc["kind"] == "DaskCluster" else doc["spec"]["cluster"]["spec"]
+    pods = _pod_specs(cluster_spec)
+    if doc["kind"] == "DaskJob":
+        pods.append(("job", doc["spec"]["job"]["spec"]))
+    for name, spec in pods:
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name}, "spec": spec}
+        kubernetes_validate.validate(pod, kubernetes_validate.latest_version(), strict=True)
+    service = {"apiVersion": "v1", "kind": "Service", "metadata": {"name": "s"}}
+    service["spec"] = cluster_spec["scheduler"]["service"]
+    kubernetes_validate.validate(service, kubernetes_validate.latest_version(), strict=True)
+
+
+@pytest.mark.parametrize("name, kind", [("daskcluster.yaml", "DaskCluster"), ("daskjob.yaml", "DaskJob")])
+def test_dask_resources_match_the_operator_crds(name, kind):
+    import copy
+
+    import jsonschema
+
+    (doc,) = _documents(name)
+    assert doc["apiVersion"] == "kubernetes.dask.org/v1" and doc["kind"] == kind
+    _validate_dask_resource(doc)
+    # the checks bite: a misspelt field of the resource, or of a pod inside it, fails
+    cluster_key = doc["spec"] if kind == "DaskCluster" else doc["spec"]["cluster"]["spec"]
+    broken = copy.deepcopy(doc)
+    target = broken["spec"] if kind == "DaskCluster" else broken["spec"]["cluster"]["spec"]
+    target["worker"]["replica"] = target["worker"].pop("replicas")
+    with pytest.raises(jsonschema.ValidationError, match="replica"):
+        _validate_dask_resource(broken)
+    broken = copy.deepcopy(doc)
+    target = broken["spec"] if kind == "DaskCluster" else broken["spec"]["cluster"]["spec"]
+    target["scheduler"]["spec"]["containers"][0]["imagePullPolicyy"] = "Always"
+    with pytest.raises(jsonschema.ValidationError, match="imagePullPolicyy"):
+        _validate_dask_resource(broken)
+    assert cluster_key["worker"]["replicas"] >= 1
+
+
+def test_daskjob_runs_a_dupflow_search_over_a_bucket_on_the_jobs_cluster():
+    """The job pod's arguments are a valid dupflow command over a bucket with the catalog in a bucket; it
+    names no scheduler, so it uses DASK_SCHEDULER_ADDRESS, which the operator sets."""
+    from dupflow.cli import search_parser
+    from dupflow.params import validate_build
+
+    (doc,) = _documents("daskjob.yaml")
+    (container,) = doc["spec"]["job"]["spec"]["containers"]
+    assert container["args"][0] == "dupflow"
+    args = search_parser().parse_intermixed_args(container["args"][1:])
+    assert all(path.startswith("s3://") for path in args.paths) and args.catalog.startswith("s3://")
+    assert args.scheduler is None and args.cluster is None and args.scheduler_file is None
+    validate_build((args.paths,), True, False, True, 50, False, None, {"catalog": args.catalog})
+    mounts = {m["mountPath"] for m in container["volumeMounts"]}
+    assert args.output_directory in mounts
