@@ -1,0 +1,200 @@
+"""The code that runs at scale, against brute force: the pruned path at S == limit exactly, many small
+blocks with whole block pairs skipped, scopes with reference images, and fast decoding's stated agreement.
+
+Each test here was checked against the bug it is meant to catch (see the issue-10 closing note): the
+pruned path deciding with `<` instead of `<=`, a halved block-skip radius, and a coarser JPEG draft.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+
+import numpy as np
+import pytest
+from imagegen import photo, reference_tensor, save
+from PIL import Image
+
+import dupflow
+from dupflow import kernels
+from dupflow.cluster import Engine
+from dupflow.compare import MatchSpec, Scope, _block_tasks, block_size, find_edges
+from dupflow.decode import decode_image
+
+PX = 10
+
+
+def _families(root: str, n_unrelated: int = 110, n_families: int = 12) -> None:
+    """Unrelated photos over the whole brightness range, plus families of near copies: uniform brightness
+    shifts (S = d * c^2, so the pair sits exactly on the brightness radius), noise, turns, byte copies."""
+    rng = np.random.default_rng(10)
+    for k in range(n_unrelated):
+        img = photo(9000 + k, 40, 30).astype(np.int64) + int(rng.integers(-90, 90))
+        save(np.clip(img, 0, 255).astype(np.uint8), f"{root}/u/{k:03d}.png")
+    for f in range(n_families):
+        base = photo(500 + f, 48, 36).astype(np.int64) // 2 + 40 + 6 * f  # no wrap-around under the shifts
+        save(base.astype(np.uint8), f"{root}/f{f:02d}/base.png")
+        save(base.astype(np.uint8), f"{root}/f{f:02d}/copy.png")
+        for shift in (1, 2, 3, 5):
+            save((base + shift).astype(np.uint8), f"{root}/f{f:02d}/plus{shift}.png")
+        noise = np.random.default_rng(f).integers(-2, 3, base.shape)
+        save((base + noise).astype(np.uint8), f"{root}/f{f:02d}/noise.png")
+        save(np.rot90(base + 1).astype(np.uint8), f"{root}/f{f:02d}/turned_plus1.png")
+
+
+@pytest.fixture(scope="module")
+def families(tmp_path_factory, client):
+    """The images built into a catalog, their tensors (Pillow's recipe) and every pair's exact S."""
+    root = str(tmp_path_factory.mktemp("scale"))
+    _families(f"{root}/img")
+    dif = dupflow.build(
+        f"{root}/img", px_size=PX, show_progress=False, scheduler=client, catalog=f"{root}/cat"
+    )
+    catalog, decoded, paths = dif._catalog, dif._decoded, list(dif._listing.path)
+    tensors = np.stack([reference_tensor(p, PX) for p in paths]).astype(np.float64)
+    sums = {}
+    for rotate in (True, False):
+        best = np.full((len(paths), len(paths)), np.inf)
+        for k in range(4 if rotate else 1):
+            turned = np.rot90(tensors, k, axes=(1, 2)).reshape(len(paths), -1)
+            flat = tensors.reshape(len(paths), -1)
+            for i in range(len(paths)):
+                best[i] = np.minimum(best[i], ((flat[i] - turned) ** 2).sum(axis=1))
+        sums[rotate] = best
+    yield catalog, decoded, paths, tensors, sums
+    dif.close()
+
+
+def _small_subset(path: str) -> bool:
+    """Families f00-f04 and the first 40 unrelated images."""
+    folder, name = os.path.basename(os.path.dirname(path)), os.path.basename(path)
+    return folder in {f"f{f:02d}" for f in range(5)} or (folder == "u" and name < "040")
+
+
+def _brute(sums: np.ndarray, limit: float, members: np.ndarray, reference: np.ndarray) -> dict:
+    """{(i, j): S} for every member-member and member-reference pair within the limit."""
+    out = {}
+    for a in members.tolist():
+        for b in np.concatenate([members, reference]).tolist():
+            if a != b and sums[a, b] <= limit:
+                out[(min(a, b), max(a, b))] = sums[a, b]
+    return out
+
+
+def _got(edges) -> dict:
+    i, j, s = edges
+    got = {}
+    for a, b, v in zip(i.tolist(), j.tolist(), s.tolist()):
+        assert (min(a, b), max(a, b)) not in got, "a pair reported twice"
+        got[(min(a, b), max(a, b))] = v
+    return got
+
+
+def _limits(sums: np.ndarray, count: int = 9) -> list[float]:
+    """0, distinct S values of planted near copies spread over their range (so pairs sit at S == limit
+    exactly, including uniform brightness shifts on the brightness radius), and one above them all."""
+    upper = sums[np.triu_indices(len(sums), 1)]
+    near = np.unique(upper[(upper > 0) & (upper <= 3 * PX * PX * 26)])
+    shifts = [float(3 * PX * PX * c * c) for c in (1, 2, 3, 5) if 3 * PX * PX * c * c in near]
+    spread = near[np.linspace(0, len(near) - 1, count).astype(int)].tolist()
+    return sorted({0.0, *shifts, *spread, float(near.max() + 1)})
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("chunksize", [None, 1, 3])
+def test_every_threshold_equals_brute_force(families, client, chunksize):
+    """Whole set in one block (the pruned path, checked to be taken) and many tiny blocks (whole block
+    pairs skipped on their brightness ranges): the same pairs and sums as brute force at every S."""
+    catalog, decoded, paths, tensors, sums = families
+    engine = Engine(client)
+    everyone = np.arange(len(paths))
+    if chunksize is not None:  # tiny blocks mean many tasks: five families and 40 unrelated images
+        everyone = np.array([k for k, p in enumerate(paths) if _small_subset(p)])
+    grids = kernels.grid_sums(tensors.astype(np.uint8).reshape(len(paths), -1), PX, kernels.grid_edges(PX))
+    limits = _limits(sums[True][np.ix_(everyone, everyone)], 9 if chunksize is None else 5)
+    assert len(limits) > 6
+    pairs_at_limit = 0
+    for limit in limits:
+        for rotate in (True, False) if chunksize is None else (True,):
+            spec = MatchSpec(PX, rotate, False, limit)
+            edges = find_edges(catalog, decoded, [Scope(everyone)], spec, chunksize, lambda n: engine, False)
+            want = _brute(sums[rotate], limit, everyone, everyone[:0])
+            assert _got(edges[0]) == want, (limit, rotate, chunksize)
+            pairs_at_limit += sum(1 for s in want.values() if s == limit)
+            if chunksize is None and 0 < limit:  # one block: the pruned path decides, not the dense one
+                assert kernels.candidates(grids, grids, PX, rotate, limit, upper=True) is not None
+    assert pairs_at_limit >= len(limits) - 1  # every non-zero limit is some pair's exact S
+
+
+def test_scope_compares_members_with_reference_never_reference_with_reference(families, client):
+    """New images against kept ones: member x member and member x reference pairs, as brute force."""
+    catalog, decoded, paths, _, sums = families
+    engine = Engine(client)
+    rng = np.random.default_rng(4)
+    picks = rng.permutation(len(paths))
+    members, reference = np.sort(picks[:40]), np.sort(picks[40:])
+    for limit in (0.0, 300.0, 1200.0, 2700.0, 7500.0):
+        for chunksize in (None, 3):
+            spec = MatchSpec(PX, True, False, limit)
+            scope = Scope(members, reference)
+            got = _got(find_edges(catalog, decoded, [scope], spec, chunksize, lambda n: engine, False)[0])
+            want = _brute(sums[True], limit, members, reference)
+            assert got == want, (limit, chunksize)
+            assert any(a in reference or b in reference for a, b in want) or limit == 0
+    # reference x reference is never planned: with nothing skippable, exactly the member block pairs run
+    spec = MatchSpec(PX, True, False, float(3 * PX * PX * 255**2))
+    size = 7
+    tasks = _block_tasks(catalog, decoded, Scope(members, reference), spec, size, "t")
+    mb, rb = -(-len(members) // size), -(-len(reference) // size)
+    assert len(tasks) == mb * (mb + 1) // 2 + mb * rb
+    assert block_size(PX, size) == size
+
+
+def test_threshold_zero_with_reference(families, client):
+    """Equal images: pairs among members and with reference images, never two reference images."""
+    catalog, decoded, paths, _, sums = families
+    engine = Engine(client)
+    copies = [k for k, p in enumerate(paths) if p.endswith("/copy.png")]
+    bases = [k for k, p in enumerate(paths) if p.endswith("/base.png")]
+    members = np.array(copies[:4] + bases[4:6])
+    reference = np.array(bases[:6] + copies[4:6])
+    got = _got(
+        find_edges(
+            catalog,
+            decoded,
+            [Scope(members, reference)],
+            MatchSpec(PX, True, False, 0.0),
+            None,
+            lambda n: engine,
+            False,
+        )[0]
+    )
+    assert got == _brute(sums[True], 0.0, members, reference) and len(got) == 6
+
+
+def _jpeg(seed: int, width: int, height: int) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(photo(seed, width, height)).save(buf, format="JPEG", quality=90)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("size", [(640, 480), (1024, 768)])
+def test_fast_jpeg_decode_keeps_its_stated_agreement(size):
+    """decode="fast" (JPEG draft at 2 x px) stays close to exact: the README states a median per-image
+    MSE of 0.23 and 98% of images within 1 on photos; a coarser draft breaks this."""
+    mses = []
+    for seed in range(12):
+        data = _jpeg(seed, *size)
+        exact = decode_image(data, 50, "exact")[0].astype(np.float64)
+        fast, width, height = decode_image(data, 50, "fast")
+        assert (width, height) == size  # fast mode reports the original size, not the draft's
+        mses.append(((exact - fast) ** 2).mean())
+    mses = np.array(mses)
+    assert np.median(mses) <= 0.5 and (mses <= 1).mean() >= 0.95, (np.median(mses), (mses <= 1).mean())
+    assert mses.max() > 0  # the draft really decoded at a reduced scale
+
+
+def test_fast_decode_leaves_png_exact(tmp_path):
+    png = save(photo(3, 333, 217), os.path.join(tmp_path, "a.png"))
+    data = open(png, "rb").read()
+    assert np.array_equal(decode_image(data, 50, "fast")[0], decode_image(data, 50, "exact")[0])
