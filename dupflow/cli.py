@@ -326,7 +326,7 @@ def run_search(argv: Sequence[str]) -> int:
     from . import api
     from .outputs import file_facts, match_rows, write_outputs
     from .params import LAZY_RENAMED, ParameterError, ParameterTypeError, validate_build, validate_search
-    from .sources import InputNotFound
+    from .sources import InputNotFound, is_remote
 
     args = search_parser().parse_intermixed_args(argv)
     if args.lazy is not None:
@@ -367,7 +367,7 @@ def run_search(argv: Sequence[str]) -> int:
         raise UsageError(str(exc)) from None
     if (
         args.move_to
-        and "://" not in args.move_to
+        and not is_remote(args.move_to)
         and os.path.exists(args.move_to)
         and not os.path.isdir(args.move_to)
     ):

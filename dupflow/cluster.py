@@ -316,7 +316,7 @@ def _sees(catalog: Any, probe: str, token: str, roots: list[str]) -> tuple[str |
             reason = "a different file at the same path"
     except Exception as exc:  # any failure means: this worker does not see that catalog
         reason = f"{type(exc).__name__}: {exc}"
-    return reason, [root for root in roots if not os.path.exists(root)]
+    return reason, [root for root in roots if not os.path.lexists(root)]  # a link the client saw is seen
 
 
 class Engine:

@@ -25,10 +25,11 @@ from .ingest import Decoded
 
 BLOCK_BYTES = 16 * 2**20  # tensor bytes per block: bounds a worker's memory, not the number of images
 VERIFY_IMAGES = 4096  # images checked per hash-join task
+VERIFY_SLICE = 1024  # rows compared with a class head at once
 
 Edges = tuple[np.ndarray, np.ndarray, np.ndarray]
 
-__all__ = ["BLOCK_BYTES", "Edges", "MatchSpec", "Scope", "block_size", "find_edges"]
+__all__ = ["BLOCK_BYTES", "Edges", "MatchSpec", "Scope", "block_size", "expand_stars", "find_edges"]
 
 
 @dataclass(frozen=True)
@@ -125,16 +126,19 @@ def _load_grids(catalog: CatalogRef, rows: Rows, px: int) -> np.ndarray:
 
 
 def _split_equal(tensors: np.ndarray, px: int, rotate: bool) -> list[list[int]]:
-    """Partition rows into classes of tensors equal up to a quarter turn (or exactly equal)."""
-    left = list(range(len(tensors)))
+    """Partition rows into classes of tensors equal up to a quarter turn (or exactly equal), each class
+    in row order (so its first row is its head); vectorized, in slices that bound the memory."""
+    left = np.arange(len(tensors))
     classes = []
-    while left:
+    while len(left):
         head, rest = left[0], left[1:]
-        forms = kernels.rotations(tensors[head : head + 1], px, rotate)
-        same = [r for r in rest if any(np.array_equal(tensors[r], form[0]) for form in forms)]
-        classes.append([head] + same)
-        taken = set(same)
-        left = [r for r in rest if r not in taken]
+        same = np.zeros(len(rest), dtype=bool)
+        for form in kernels.rotations(tensors[head : head + 1], px, rotate):
+            for start in range(0, len(rest), VERIFY_SLICE):
+                part = slice(start, start + VERIFY_SLICE)
+                same[part] |= (tensors[rest[part]] == form[0]).all(axis=1)
+        classes.append([int(head)] + rest[same].tolist())
+        left = rest[~same]
     return classes
 
 
@@ -165,7 +169,7 @@ def _hash_classes(decoded: Decoded, scope: Scope, spec: MatchSpec) -> list[list[
     return [
         [p for _, p in sorted(c, key=lambda e: not e[0])]
         for c in classes.values()
-        if len(c) > 1 and any(m for m, _ in c)
+        if len(c) > 1 and c[0][0] | any(m for m, _ in c)
     ]
 
 
@@ -193,17 +197,30 @@ def _duplicate_tasks(
     return tasks, images
 
 
-def _class_edges(results: list[list[list[int]]], reference: np.ndarray) -> Edges:
-    """Every pair within each class of equal images, with S = 0 (never two reference images)."""
-    is_reference = set(reference.tolist())
-    i, j = [], []
+def _class_edges(results: list[list[list[int]]]) -> Edges:
+    """Star edges, S = 0: each image of a class of equal images linked once to the class's head (a
+    member: members come first), not every pair. Equality is transitive, so the class is still
+    whole (groups.class_groups), in linear time and memory; expand_stars lists every pair."""
+    heads, others = [], []
     for classes in results:
         for cls in classes:
-            for x in range(len(cls)):
-                if cls[x] in is_reference:
-                    break  # members come first in a class: the rest are reference images too
-                i.extend(cls[x] for _ in range(len(cls) - x - 1))
-                j.extend(cls[x + 1 :])
+            heads.extend(cls[:1] * (len(cls) - 1))
+            others.extend(cls[1:])
+    return np.array(heads, dtype=np.int64), np.array(others, dtype=np.int64), np.zeros(len(heads))
+
+
+def expand_stars(edges: Edges, reference: np.ndarray | None = None) -> Edges:
+    """Every pair of each class that star edges (threshold 0, i = head) describe, S = 0, except two
+    reference images (given as a bool per position), which are never compared."""
+    heads, others, _ = edges
+    i, j = [], []
+    for head in np.unique(heads).tolist():
+        cls = [head] + others[heads == head].tolist()
+        for x in range(len(cls)):
+            for y in range(x + 1, len(cls)):
+                if reference is None or not (reference[cls[x]] and reference[cls[y]]):
+                    i.append(cls[x])
+                    j.append(cls[y])
     return np.array(i, dtype=np.int64), np.array(j, dtype=np.int64), np.zeros(len(i))
 
 
@@ -330,7 +347,7 @@ def find_edges(
         chunk = results[start : start + len(tasks)]
         start += len(tasks)
         if spec.limit == 0:
-            out.append(_class_edges(chunk, scope.reference))
+            out.append(_class_edges(chunk))
         elif chunk:
             out.append(tuple(np.concatenate([part[k] for part in chunk]) for k in range(3)))
         else:

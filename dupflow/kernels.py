@@ -18,6 +18,11 @@ def threshold_value(threshold: float) -> Fraction:
     return Fraction(repr(float(threshold))) if isinstance(threshold, float) else Fraction(threshold)
 
 
+def tensor_values(px: int) -> int:
+    """d, the values in one px x px x 3 tensor: MSE = S / d."""
+    return 3 * px * px
+
+
 def match_limit(threshold: float, d: int) -> float:
     """The largest integer S with S / d <= threshold, decided in exact rational arithmetic."""
     if math.isinf(threshold):
@@ -151,7 +156,7 @@ def candidates(
     per-channel sums, then the GRID x GRID grid for each turn. Returns None when so many pairs survive
     that one matrix product per turn is cheaper (block_matches).
     """
-    d = 3 * px * px
+    d = tensor_values(px)
     if math.isinf(limit) or limit >= d * 255 * 255:
         return None
     ca, cb = grid_a.sum(axis=(1, 2)), grid_b.sum(axis=(1, 2))

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any, Mapping
 
 from .groups import KEEP_RULES
+from .sources import is_remote, local_path
 
 DUPLICATES_MSE = 0
 SIMILAR_MSE = 5
@@ -42,16 +43,13 @@ def _int(name: str, value: Any) -> int:
     return value
 
 
-def _is_url(text: str) -> bool:
-    return "://" in text
-
-
 def normalize_input(entry: str) -> str:
     """One input as dupflow shows it: local paths via normpath, URLs without a trailing slash."""
-    if _is_url(entry):
+    if is_remote(entry):
         protocol, rest = entry.split("://", 1)
         return f"{protocol}://{rest.rstrip('/')}" if rest.strip("/") else entry
-    return os.path.normpath(entry)
+    path = local_path(entry)
+    return entry[: len(entry) - len(path)] + os.path.normpath(path) if path else entry
 
 
 def validate_directories(directory: tuple) -> list[str]:

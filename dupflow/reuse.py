@@ -8,6 +8,7 @@ import pyarrow as pa
 
 from .catalog import CatalogRef
 from .decode import DecoderSettings
+from .kernels import tensor_values
 from .sources import Listing, under_roots
 
 __all__ = ["reusable_rows", "trusted_rows", "removed_count"]
@@ -64,7 +65,7 @@ def trusted_rows(
                     verdict[shard] = shard in present
                 else:
                     rows = [pending[k][0]["row"] for k in keys]
-                    verdict[shard] = catalog.check_shard(shard, rows, [k[0] for k in keys], 3 * px_size**2)
+                    verdict[shard] = catalog.check_shard(shard, rows, [k[0] for k in keys], tensor_values(px_size))
                 if not verdict[shard]:
                     log.warning("catalog shard %s is missing, damaged or foreign: not reused", shard)
             for key in keys:
