@@ -445,7 +445,7 @@ class Engine:
         blind = {worker: reason for worker, (reason, _) in seen.items() if reason}
         if blind:
             raise WorkersCannotSeeCatalog(
-                f'{len(blind)} of {len(seen)} Dask workers cannot see the catalog "{catalog.url}" '
+                f'{len(blind)} of {len(seen)} Dask workers cannot see the catalog "{redact(catalog.url)}" '
                 f"({next(iter(blind.values()))}): use a catalog path shared by this machine and every "
                 'worker, or a bucket (catalog="s3://...")'
             )

@@ -330,6 +330,18 @@ def test_workers_that_cannot_see_the_catalog_stop_the_build_before_any_decode(ph
         assert done.returncode == 1
         lines = done.stderr.strip().splitlines()
         assert len(lines) == 1 and "cannot see the catalog" in lines[0] and str(catalog) in lines[0]
+        # an input folder the workers cannot see is named the same way, before anything is decoded
+        hidden_input = hidden / "photos"
+        shutil.copytree(photos, hidden_input)
+        with pytest.raises(WorkersCannotSeeCatalog, match="cannot see the input") as info:
+            dupflow.build(
+                str(hidden_input),
+                show_progress=False,
+                catalog=str(tmp_path / "c2"),
+                scheduler=cluster.address,
+            )
+        assert str(hidden_input) in str(info.value) and "bucket" in str(info.value)
+        assert not [f for _, _, files in os.walk(tmp_path / "c2") for f in files]
         # a catalog every worker shares works on the same cluster
         with dupflow.build(
             photos, show_progress=False, catalog=str(tmp_path / "shared"), scheduler=cluster.address
