@@ -99,6 +99,9 @@ def test_run_reports_quarantines_and_a_rerun_changes_nothing(job):
     results = json.load(open(tmp / "reports" / folder / by_suffix["results.json"]))
     lower = json.load(open(tmp / "reports" / folder / by_suffix["quality.json"]))
     stats = json.load(open(tmp / "reports" / folder / by_suffix["stats.json"]))
+    assert {"matches.csv", "matches.parquet", "report.html"} <= set(by_suffix)  # tables and the HTML report
+    html = open(tmp / "reports" / folder / "report.html").read()
+    assert all(os.path.basename(p) in html for p in lower)
     written = json.load(open(tmp / "reports" / folder / "summary.json"))
     assert {**written, "seconds": 0} == {**summary, "seconds": 0}  # the same line, but for the final time
     # what was reported is exactly what was moved, and every primary stayed

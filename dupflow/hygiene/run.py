@@ -21,6 +21,8 @@ from datetime import datetime, timezone
 from typing import Any
 
 from ..actions import journal_dir
+from ..outputs import file_facts, match_rows, write_outputs
+from ..report import collect, write_report
 from ..sources import filesystem, list_files, redact
 from . import claim as claims
 from .config import HygieneConfig, load_config
@@ -40,6 +42,8 @@ EXIT_CODES = {
     "incomplete": 4,  # report written, but some quarantine moves failed (see the journal); alert
 }
 STATE = ".dupflow-hygiene"  # beside the reports: claims, last state, registered journals
+REPORT_FORMATS = ("json", "csv", "parquet")
+REPORT_HTML = "report.html"
 
 
 @dataclass
@@ -114,29 +118,25 @@ def _engine_options(config: HygieneConfig) -> dict[str, Any]:
     return {"cluster": config.cluster}
 
 
-def _write_report(folder: str, found: Any, stamp: str) -> list[str]:
-    """difPy's three JSON files (the CLI's names) plus the HTML and table reports where available."""
-    names = []
-    for suffix, payload in (
-        ("results", found.result),
-        ("lower_quality", found.lower_quality),
-        ("stats", found.stats),
-    ):
-        name = f"dupflow_{stamp}_{suffix}.json"
-        with open(os.path.join(folder, name), "w", encoding="utf-8") as handle:
-            json.dump(payload, handle)
-        names.append(name)
-    names.extend(_extra_outputs(folder, found, stamp))
-    return names
+def _write_tables(folder: str, found: Any, facts: dict) -> list[str]:
+    """difPy's three JSON files (the CLI's names) and the match table as CSV and Parquet."""
+    rows = match_rows(found.result, facts)
+    return list(
+        write_outputs(folder, found.result, found.lower_quality, found.stats, rows, REPORT_FORMATS).names
+    )
 
 
-def _extra_outputs(folder: str, found: Any, stamp: str) -> list[str]:
-    """The HTML report and the CSV/Parquet tables, written by dupflow's own writers when installed."""
-    return []
+def _write_html(folder: str, found: Any, config: HygieneConfig) -> str:
+    """The self-contained HTML report (thumbnails embedded; what was quarantined is marked)."""
+    scheduler = config.cluster if config.cluster and "://" in config.cluster else None
+    data = collect(found.result, found.stats, found.journals, config.storage_options, scheduler)
+    write_report(os.path.join(folder, REPORT_HTML), data)
+    return REPORT_HTML
 
 
-def _search(config: HygieneConfig) -> tuple[Any, Any]:
-    """build + search as the config asks (the build keeps its catalog beside the data)."""
+def _search(config: HygieneConfig) -> tuple[Any, Any, dict]:
+    """build + search as the config asks (the build keeps its catalog beside the data), and per-file facts
+    for the tables (sizes, dimensions)."""
     import dupflow
 
     options: dict[str, Any] = {
@@ -164,10 +164,11 @@ def _search(config: HygieneConfig) -> tuple[Any, Any]:
             show_progress=False,
             **search_options,
         )
+        facts = file_facts(dif.files, dif.images)
     except BaseException:
         dif.close()
         raise
-    return dif, found
+    return dif, found, facts
 
 
 def _quarantine(found: Any, config: HygieneConfig, claim: claims.Claim) -> tuple[int, int, str | None]:
@@ -204,9 +205,8 @@ def _act(config: HygieneConfig, claim: claims.Claim, summary: Summary) -> None:
         summary.message = "nothing new since the last run: nothing searched, written or moved"
         return
     now = datetime.now(timezone.utc)
-    stamp = now.strftime("%Y%m%d%H%M%S")
     report = _join(config.reports, now.strftime("%Y-%m-%dT%H%M%SZ"))
-    dif, found = _search(config)
+    dif, found, facts = _search(config)
     with dif:
         dupflow_stats = found.stats.get("dupflow", {})
         build_figures = dupflow_stats.get("build", {})
@@ -217,7 +217,7 @@ def _act(config: HygieneConfig, claim: claims.Claim, summary: Summary) -> None:
         summary.lower_quality = len(found.lower_quality)
         summary.counts = dict(found.stats["process"]["search"]["matches_found"])
         with tempfile.TemporaryDirectory(prefix="dupflow-report-") as local:
-            names = _write_report(local, found, stamp)
+            names = _write_tables(local, found, facts)
             if config.action == "quarantine":
                 moved, failed, journal = _quarantine(found, config, claim)
                 summary.quarantined, summary.not_moved = moved, failed
@@ -227,6 +227,11 @@ def _act(config: HygieneConfig, claim: claims.Claim, summary: Summary) -> None:
                     names.append(name)
                     _put(journal, _join(_join(state_folder, "journals"), name), so)
                     summary.journal = _join(report, name)
+            try:  # the HTML is a view of files already written: its failure must not lose them
+                names.append(_write_html(local, found, config))
+            except Exception as exc:
+                log.warning("HTML report not written: %s: %s", type(exc).__name__, exc)
+                summary.message = f"HTML report not written ({type(exc).__name__}: {exc})"
             summary.report = redact(report)
             summary.status = "incomplete" if summary.not_moved else "done"
             with open(os.path.join(local, "summary.json"), "w", encoding="utf-8") as handle:
