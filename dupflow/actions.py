@@ -15,7 +15,16 @@ from datetime import datetime
 from .params import ParameterError
 from .sources import current_state, filesystem, is_remote, local_path, under_roots
 
-__all__ = ["Journal", "Removal", "delete_files", "journal_dir", "move_files", "safe_to_remove", "undo"]
+__all__ = [
+    "Journal",
+    "Removal",
+    "delete_files",
+    "journal_dir",
+    "move_files",
+    "read_journal",
+    "safe_to_remove",
+    "undo",
+]
 
 log = logging.getLogger("dupflow")
 
@@ -355,6 +364,18 @@ def delete_files(
     return deleted, journal.path
 
 
+def read_journal(journal_path: str) -> list[dict]:
+    """A journal's records, header first (undo and the report read them); ValueError if it is none."""
+    try:
+        with open(journal_path, encoding="utf-8") as handle:
+            records = [json.loads(line) for line in handle if line.strip()]
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        records = []
+    if not records or not isinstance(records[0], dict) or records[0].get("journal") != "dupflow":
+        raise ValueError(f'"{journal_path}" is not a dupflow journal.')
+    return records
+
+
 def undo(journal_path: str | os.PathLike, storage_options: dict | None = None) -> dict[str, int]:
     """Put the files a `move_to` moved back where they were, never overwriting; deletions cannot be undone.
 
@@ -392,13 +413,7 @@ def undo(journal_path: str | os.PathLike, storage_options: dict | None = None) -
     """
     journal_path = os.fspath(journal_path)
     storage_options = storage_options or {}
-    try:
-        with open(journal_path, encoding="utf-8") as handle:
-            records = [json.loads(line) for line in handle if line.strip()]
-    except (UnicodeDecodeError, json.JSONDecodeError):
-        records = []
-    if not records or not isinstance(records[0], dict) or records[0].get("journal") != "dupflow":
-        raise ValueError(f'"{journal_path}" is not a dupflow journal.')
+    records = read_journal(journal_path)
     done = {(r.get("source"), r.get("destination")) for r in records[1:] if r.get("op") == "done"}
     counts = {"restored": 0, "skipped": 0, "not_restorable": 0}
     for record in records[1:]:

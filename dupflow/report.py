@@ -17,6 +17,7 @@ from datetime import datetime
 from typing import Any, Iterable, Mapping
 
 from . import __version__
+from .actions import read_journal
 from .outputs import find_run, flat_groups, human_bytes
 from .sources import is_remote, redact
 from .thumbnails import THUMB_PX, Thumb, thumbnails
@@ -31,13 +32,7 @@ def journal_events(journals: Iterable[str]) -> dict[str, dict[str, Any]]:
     """
     events: dict[str, dict[str, Any]] = {}
     for path in journals:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                records = [json.loads(line) for line in handle if line.strip()]
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            records = []
-        if not records or not isinstance(records[0], dict) or records[0].get("journal") != "dupflow":
-            raise ValueError(f'"{path}" is not a dupflow journal.')
+        records = read_journal(path)
         sizes = {r["source"]: r.get("size") for r in records[1:] if r.get("op") == "plan"}
         for record in records[1:]:
             source = record.get("source")
