@@ -204,7 +204,7 @@ STAMP_KEYS = (
 )
 
 
-def _remote_stamp(info: dict) -> str:
+def remote_stamp(info: dict) -> str:
     """The change stamp of an object from its fsspec info/listing entry (both give the same value).
 
     Times become POSIX seconds: some drivers list a float and describe one object with a datetime.
@@ -221,7 +221,7 @@ def _remote_stamp(info: dict) -> str:
 MTIME_KEYS = ("LastModified", "last_modified", "updated", "mtime", "modified", "created")
 
 
-def _remote_mtime(info: dict) -> float:
+def remote_mtime(info: dict) -> float:
     """An object's modification time as POSIX seconds (the store's LastModified/updated); nan if none."""
     for key in MTIME_KEYS:
         value = info.get(key)
@@ -252,7 +252,7 @@ def _list_remote(
     except FileNotFoundError:  # the message names the input only: never a credential or an endpoint
         raise InputNotFound(f'Directory "{redact(entry)}" does not exist') from None
     if info.get("type") != "directory":
-        yield redact(entry), entry, int(info.get("size") or 0), _remote_stamp(info), None, _remote_mtime(info)
+        yield redact(entry), entry, int(info.get("size") or 0), remote_stamp(info), None, remote_mtime(info)
         return
     found = fs.find(root, maxdepth=None if recursive else 1, detail=True, withdirs=False)
     base = root.rstrip("/")
@@ -265,7 +265,7 @@ def _list_remote(
             continue
         url = f"{entry.rstrip('/')}/{relative}"
         size = int(detail.get("size") or 0)
-        yield redact(url), url, size, _remote_stamp(detail), None, _remote_mtime(detail)
+        yield redact(url), url, size, remote_stamp(detail), None, remote_mtime(detail)
 
 
 def redact(url: str) -> str:
@@ -291,7 +291,7 @@ def current_state(url: str, storage_options: dict) -> tuple[int, str] | None:
         info = fs.info(path)
     except (FileNotFoundError, NotADirectoryError):
         return None
-    return int(info.get("size") or 0), _remote_stamp(info)
+    return int(info.get("size") or 0), remote_stamp(info)
 
 
 def under_roots(url: str, roots: list[str]) -> bool:

@@ -51,13 +51,13 @@ def make_thumbnail(data: bytes, side: int = THUMB_PX) -> tuple[str, int, int]:
 
 
 def _mtime(url: str, storage_options: dict) -> float:
-    from .sources import _remote_mtime, filesystem, is_remote
+    from .sources import filesystem, is_remote, local_path, remote_mtime
 
     try:
         if not is_remote(url):
-            return os.stat(url[len("file://") :] if url.startswith("file://") else url).st_mtime
+            return os.stat(local_path(url)).st_mtime
         fs, path = filesystem(url, storage_options)
-        return _remote_mtime(fs.info(path))
+        return remote_mtime(fs.info(path))
     except (OSError, ValueError):
         return math.nan
 

@@ -4,8 +4,10 @@ endpoint (moto's server over HTTP). Each scenario runs a real build and search o
 
 from __future__ import annotations
 
+import io
 import json
 import os
+import shutil
 import stat
 import warnings
 
@@ -15,7 +17,6 @@ from imagegen import photo
 from stores import Bucket, Store
 
 import dupflow
-from dupflow import actions
 
 SHM = "/dev/shm"
 THEIRS = b"someone else's file"
@@ -24,8 +25,6 @@ MTIME_NS = 1_500_000_000_123_456_789  # an old modification time: a fresh copy w
 
 
 def png(seed: int, w: int = 96, h: int = 72) -> bytes:
-    import io
-
     from PIL import Image
 
     buffer = io.BytesIO()
@@ -72,8 +71,6 @@ def make_store(tmp_path, request):
     for store in made:
         store.cleanup()
         if store.kind == "shm":
-            import shutil
-
             shutil.rmtree(os.path.dirname(store.base), ignore_errors=True)
 
 
@@ -206,31 +203,48 @@ def _journal_url(store: Store, url: str) -> str:
     return os.path.abspath(url) if store.is_local else url
 
 
-@pytest.mark.parametrize("kind", ["local", "shm", "memory", "s3"])
+def blind_checks(monkeypatch, dest: Store) -> None:
+    """dupflow's existence checks at dest see nothing: as if each file there appeared after its check.
+
+    (Not for memory://: its exclusive create is itself an existence check, so there is nothing to race.)
+    """
+    if dest.is_local:
+        monkeypatch.setattr(os.path, "lexists", lambda path: False)
+        return
+    ours = fsspec.core.url_to_fs(dest.url(), **dest.options)[0]  # dupflow's own client (cached)
+
+    def info(path, **kwargs):
+        raise FileNotFoundError(path)
+
+    monkeypatch.setattr(ours, "info", info)
+    monkeypatch.setattr(ours, "exists", lambda *a, **k: False)
+
+
+@pytest.mark.parametrize("kind", ["local", "shm", "s3"])
 def test_a_name_taken_after_the_check_is_never_overwritten(make_store, threads, catalog, monkeypatch, kind):
-    """A file appears at the chosen destination name between the name check and the move (local: O_EXCL
-    or a hard link; S3: a PUT with If-None-Match: *)."""
+    """A file appears at the chosen destination name between the name check and the move: the move
+    itself refuses to replace it (local: a hard link or O_EXCL; S3: a PUT with If-None-Match: *)."""
     source, dest = make_store("local", "source"), make_store(kind, "dest")
     plant(source)
     found = search(source, threads, catalog, dest.options)
-    if kind == "s3":  # dupflow's own client: as if the object appeared after its last existence check
-        ours = fsspec.core.url_to_fs(dest.url(), **dest.options)[0]
-        monkeypatch.setattr(ours, "exists", lambda *a, **k: False)
     low = list(found.lower_quality)
-    pick = actions._unique_target
-
-    def pick_then_someone_writes(folder, name, taken, storage_options):
-        target = pick(folder, name, taken, storage_options)
-        dest.put(target.rsplit(dest.base + "/", 1)[1], THEIRS)
-        return target
-
-    monkeypatch.setattr(actions, "_unique_target", pick_then_someone_writes)
+    names = {p.rsplit("/", 1)[1] for p in low}
+    theirs = {n: THEIRS for n in names | {n.replace(".", "_1.") for n in names}}  # every name the plan picks
+    for name, data in theirs.items():
+        dest.put(f"q/{name}", data)
+    blind_checks(monkeypatch, dest)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         found.move_to(dest.url("q"))
+    monkeypatch.undo()
+    print(
+        "LOW", low, "TREE", {k: v[:12] for k, v in dest.tree("q").items()}, [str(w.message) for w in caught]
+    )
     assert sum("Could not move file" in str(w.message) for w in caught) == 2
-    assert sorted(dest.tree("q").values()) == [THEIRS, THEIRS]  # theirs, never replaced
+    assert dest.tree("q") == theirs  # never replaced
     assert source.tree("photos") == PLANTED and found.lower_quality == low
+    planned = {r["destination"].rsplit("/", 1)[1] for r in records(found.journal) if r.get("op") == "plan"}
+    assert len(planned) == 2 and planned <= set(theirs)  # the checks really were blind: names were taken
     assert not [r for r in records(found.journal) if r.get("op") == "done"]
 
 
@@ -259,3 +273,45 @@ def test_a_copy_to_another_filesystem_is_synced_before_its_source_goes(
     for source_path, target in zip(low, found.lower_quality):
         assert events.index(("fsync", target)) < events.index(("unlink", source_path))
         assert metadata(target) == (MODE, MTIME_NS)
+
+
+class FailingRead(io.BytesIO):
+    """A source whose second read fails: the copy has started (and written) when it breaks."""
+
+    def read(self, n=-1):
+        if self.tell():
+            raise OSError("read failed")
+        return super().read(n)
+
+
+@pytest.mark.parametrize(
+    "source_kind, dest_kind", [("local", "s3"), ("s3", "local"), ("local", "memory"), ("local", "shm")]
+)
+def test_a_copy_that_fails_half_way_leaves_no_partial_file(
+    make_store, threads, catalog, monkeypatch, source_kind, dest_kind
+):
+    source, dest = make_store(source_kind, "source"), make_store(dest_kind, "dest")
+    plant(source)
+    options = both(source, dest)
+    found = search(source, threads, catalog, options)
+    low = list(found.lower_quality)
+    if source.is_local and dest.is_local:  # another filesystem: a plain file copy
+
+        def half_copy(src, dst, length=0):
+            dst.write(src.read(100))
+            raise OSError("read failed")
+
+        monkeypatch.setattr(shutil, "copyfileobj", half_copy)
+    else:  # through fsspec: dupflow's own filesystem instance for the source
+        reader = fsspec.core.url_to_fs(source.url(), **options)[0]
+        if source.is_local:
+            reader = type(reader)
+        monkeypatch.setattr(reader, "open", lambda *a, **k: FailingRead(PLANTED["a/img.png"]))
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found.move_to(dest.url("q"))
+    monkeypatch.undo()
+    assert sum("read failed" in str(w.message) for w in caught) == 2
+    assert dest.tree("q") == {}  # no partial copy, under any name
+    assert source.tree("photos") == PLANTED and found.lower_quality == low
+    assert not [r for r in records(found.journal) if r.get("op") == "done"]

@@ -1,5 +1,6 @@
 """Remote storage against a real S3 endpoint over HTTP (moto's server) through s3fs, plus memory:// and a
-gs:// stand-in: listing, batched reads, the catalog on S3, move/delete/undo, and no leaked credentials."""
+gs:// stand-in: listing, batched reads, the catalog on S3, and no leaked credentials. move_to, delete and
+undo across stores are one contract suite: test_action_contract.py."""
 
 from __future__ import annotations
 
@@ -27,11 +28,11 @@ from imagegen import make_photo_set, photo, save  # noqa: E402
 from stores import Bucket  # noqa: E402
 
 import dupflow  # noqa: E402
-from dupflow import actions, cli  # noqa: E402
+from dupflow import cli  # noqa: E402
 from dupflow.catalog import CatalogRef  # noqa: E402
-from dupflow.fetch import read_batch as _read_batch  # noqa: E402
-from dupflow.partition import decode_partition as _decode_partition  # noqa: E402
-from dupflow.sources import LiteralLocalFileSystem, _remote_stamp, current_state, list_files  # noqa: E402
+from dupflow.fetch import read_batch  # noqa: E402
+from dupflow.partition import decode_partition  # noqa: E402
+from dupflow.sources import current_state, list_files, remote_stamp  # noqa: E402
 
 
 def png(array: np.ndarray, **kwargs) -> bytes:
@@ -301,35 +302,7 @@ def test_credentials_never_appear(client, endpoint, tmp_path, caplog, capsys):
         assert secret not in text and key not in text
 
 
-# 5. move_to and delete across stores: see test_action_contract.py; here, a copy that fails half-way
-
-
-def test_a_failed_copy_leaves_no_partial_object(bucket, tmp_path, monkeypatch):
-    data = b"x" * (3 * actions.COPY_CHUNK // 2)  # two chunks: the read fails after one was written
-
-    class Failing(io.BytesIO):
-        def read(self, n=-1):
-            if self.tell():
-                raise OSError("read failed")
-            return super().read(n)
-
-    src = tmp_path / "img.png"
-    src.write_bytes(data)
-    bucket.fs.pipe_file(f"{bucket.name}/photos/img.png", data)
-    ours = fsspec.core.url_to_fs(bucket.url(), **bucket.options)[0]
-    for source, target, reader in (
-        (str(src), bucket.url("q/img.png"), LiteralLocalFileSystem),  # to S3
-        (bucket.url("photos/img.png"), str(tmp_path / "local/img.png"), ours),
-    ):
-        with monkeypatch.context() as patch:
-            patch.setattr(reader, "open", lambda *a, **k: Failing(data))
-            with pytest.raises(OSError, match="read failed"):
-                actions._move_one(source, target, bucket.options)
-        assert current_state(target, bucket.options) is None  # no partial copy
-        assert current_state(source, bucket.options)[0] == len(data)  # the original stays
-
-
-# 6. batched reads: one cat_ranges round per batch, and a missing object is that object's error only
+# 5. batched reads: one cat_ranges round per batch, and a missing object is that object's error only
 
 
 def test_read_batch_is_one_round_with_per_file_errors(bucket, endpoint, tmp_path, monkeypatch):
@@ -346,7 +319,7 @@ def test_read_batch_is_one_round_with_per_file_errors(bucket, endpoint, tmp_path
     hook = lambda model, **_: operations.append(model.name)  # noqa: E731
     fs.s3.meta.events.register("before-call.s3", hook)
     try:
-        got = _read_batch(urls, bucket.options)
+        got = read_batch(urls, bucket.options)
     finally:
         fs.s3.meta.events.unregister("before-call.s3", hook)
     assert calls == [16]
@@ -355,7 +328,7 @@ def test_read_batch_is_one_round_with_per_file_errors(bucket, endpoint, tmp_path
     assert isinstance(got[urls[-1]], FileNotFoundError) and "after it was listed" in str(got[urls[-1]])
 
     catalog = CatalogRef(str(tmp_path / "cat"), {})
-    rows = _decode_partition([(u, 1, "s") for u in urls], catalog, bucket.options, 16, "exact")
+    rows = decode_partition([(u, 1, "s") for u in urls], catalog, bucket.options, 16, "exact")
     assert [r["url"] for r in rows] == urls
     assert all(r["error"] is None and r["shard"] for r in rows[:-1])
     assert (
@@ -363,7 +336,7 @@ def test_read_batch_is_one_round_with_per_file_errors(bucket, endpoint, tmp_path
     )
 
 
-# 7. listing thousands of objects, skipping hidden ones
+# 6. listing thousands of objects, skipping hidden ones
 
 
 def test_listing_2000_objects_skips_hidden_ones(bucket):
@@ -463,8 +436,8 @@ def test_gs_urls_take_the_same_path_with_generation_stamps(monkeypatch, tmp_path
         }
     )
 
-    assert _remote_stamp(FakeGCS()._meta("lake/raw/a.png")) == "1"
-    assert _remote_stamp({"ETag": '"abc"', "LastModified": "x"}) == "abc"
+    assert remote_stamp(FakeGCS()._meta("lake/raw/a.png")) == "1"
+    assert remote_stamp({"ETag": '"abc"', "LastModified": "x"}) == "abc"
     assert current_state("gs://lake/raw/sub/b.png", {}) == (
         len(FakeGCS.objects["lake/raw/sub/b.png"][0]),
         "5",
