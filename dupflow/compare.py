@@ -275,6 +275,8 @@ def _block_tasks(
     radius = kernels.mean_radius(spec.limit, spec.d)
     dims = np.sort(np.stack([decoded.width, decoded.height], axis=1), axis=1)
     shapes = [set(map(tuple, dims[b.members].tolist())) for b in blocks]
+    # one array per block, shared by its tasks (a copy per task made the graph grow as n^2 / block)
+    block_dims = [dims[b.members] if spec.same_dim else None for b in blocks]
     grids = [
         delayed(_load_grids, pure=True)(catalog, b, spec.px, dask_key_name=(f"{key}-grids", x))
         for x, b in enumerate(blocks)
@@ -293,8 +295,8 @@ def _block_tasks(
                     bx,
                     by,
                     catalog,
-                    dims[bx.members] if spec.same_dim else None,
-                    dims[by.members] if spec.same_dim else None,
+                    block_dims[x],
+                    block_dims[y],
                     spec,
                     x == y,
                     dask_key_name=(key, x, y),
