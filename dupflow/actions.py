@@ -425,7 +425,7 @@ def undo(journal_path: str | os.PathLike, storage_options: dict | None = None) -
             continue
         state = current_state(moved, storage_options)
         if (source, moved) not in done and (state is None or state[0] != record.get("size")):
-            continue  # never moved: the move failed, or the run stopped before it (a crash after it is restored)
+            continue  # never moved: it failed, or the run stopped first (a crash right after it is restored)
         if state is None or current_state(source, storage_options) is not None:
             log.warning("cannot restore %s: the moved copy is missing or its old place is taken", source)
             counts["skipped"] += 1

@@ -18,7 +18,8 @@ from dupflow import actions
 from dupflow.actions import Journal, Removal, delete_files
 
 PROMPT = re.compile(  # difPy's question, with how many files and bytes it is about
-    r"Are you sure you want to delete (all|1|\d+) lower quality matched image.*\? \n! This cannot be undone\. \(y/n\)"
+    r"Are you sure you want to delete (all|\d+) lower quality matched image.*\? \n"
+    r"! This cannot be undone\. \(y/n\)"
 )
 
 

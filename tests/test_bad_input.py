@@ -82,7 +82,10 @@ def bilevel_png(path: str, width: int, height: int) -> str:
 
 
 def bomb_message(pixels: int, limit: int) -> str:
-    return f"Image size ({pixels} pixels) exceeds limit of {limit} pixels, could be decompression bomb DOS attack."
+    return (
+        f"Image size ({pixels} pixels) exceeds limit of {limit} pixels, "
+        "could be decompression bomb DOS attack."
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -186,7 +189,7 @@ def test_pdf_without_extension_filter_is_unidentified(run, tmp_path):
 
 
 def test_harmless_warnings_do_not_invalidate_even_as_errors(tmp_path):
-    """Under a warnings-as-errors filter (-W error, a strict host app) Pillow's harmless warnings stay harmless."""
+    """Under a warnings-as-errors filter (-W error: a strict host), Pillow's harmless warnings stay so."""
     palette = str(tmp_path / "palette.png")
     Image.fromarray(photo(12)).convert("P", palette=Image.ADAPTIVE, colors=32).save(
         palette, transparency=bytes([0, 128] + [255] * 30)
@@ -224,7 +227,9 @@ def snapshot():
     return {
         "filters": [repr(f) for f in warnings.filters],
         "root": [repr(logging.root.handlers), logging.root.level],
-        "loggers": {n: [repr(g.handlers), g.level, g.propagate] for n, g in loggers if isinstance(g, logging.Logger)},
+        "loggers": {
+            n: [repr(g.handlers), g.level, g.propagate] for n, g in loggers if isinstance(g, logging.Logger)
+        },
     }
 
 

@@ -466,7 +466,7 @@ def test_union_recursive_duplicates(library, run, tmp_path):
     report = parity(dp, se, found, rotate=True, same_dim=True, unreadable=unreadable, min_groups=5)
     check_stats(se["stats"], found.stats, unreadable=unreadable)
     excluded = report["excluded"]
-    # The 90/180/270 sets of img_00 and img_03 always hit the missing turn (4 turns, 3 tried); the +16 pair wraps.
+    # The 90/180/270 sets of img_00 and img_03 always hit the missing turn (4 turns, 3 tried); +16 wraps.
     assert any(MISSING_270 in r for p, r in excluded.items() if p.endswith("img_00_r90.png"))
     assert excluded[f"{root}/wrap/w_plus16.png"] == UINT8_WRAP
     assert not {p for p in excluded if "/rot/" not in p and "/turns/" not in p} - {
@@ -644,7 +644,7 @@ def test_quarter_turns_in_a_fixed_order(tmp_path, run):
 
 
 def test_similar_values_equal_difpy_where_its_mse_is_true(tmp_path, run):
-    """Within |difference| <= 15 per value difPy's uint8 "MSE" is the true MSE: dupflow must report it exactly."""
+    """Within |difference| <= 15 per value difPy's uint8 "MSE" is the true MSE: dupflow reports it exactly."""
     root = tmp_path / "near"
     rng = np.random.default_rng(9)
     bases = [photo(60 + k, 72, 54) // 2 + 60 for k in range(3)]
@@ -747,7 +747,7 @@ def test_tensor_equals_difpy(tmp_path, px):
 
 
 def test_limit_extensions_false(library, run, tmp_path):
-    """Every file is tried: the bmp is then read by difPy too; the bytes-transparency palette PNG stays out."""
+    """Every file is tried: the bmp is then read by difPy too; the bytes-transparency palette PNG is out."""
     root, unreadable = library
     unreadable = {p: r for p, r in unreadable.items() if r != BMP_REJECTED}
     dp = run_difpy(tmp_path, root, limit_extensions=False)
