@@ -17,8 +17,8 @@ from . import __version__
 from .actions import Removal, delete_files, move_files
 from .catalog import CatalogError, CatalogRef, default_root, namespace
 from .cluster import Engine
-from .compare import Edges, MatchSpec, Scope, block_size, find_edges
-from .groups import count_matches, greedy_groups, lower_quality, quality_order, result_dict
+from .compare import Edges, MatchSpec, Scope, block_size, expand_stars, find_edges
+from .groups import class_groups, count_matches, greedy_groups, lower_quality, quality_order, result_dict
 from .ingest import Decoded, ingest
 from .outputs import human_bytes
 from .params import (
@@ -340,6 +340,12 @@ class build:
         self.close()
 
 
+def _groups(ranking: list[int], edges: Edges, spec: MatchSpec, reference: np.ndarray) -> list:
+    """Groups of one scope: threshold 0 gives star edges of equal classes (compare.find_edges)."""
+    i, j, sums = edges
+    return class_groups(ranking, i, j, reference) if spec.limit == 0 else greedy_groups(ranking, i, j, sums)
+
+
 class search:
     """Compare the images of a build, group the matches and pick the lower-quality files (difPy's
     ``search``).
@@ -380,9 +386,6 @@ class search:
         Keyword-only. Run the comparison on a cluster started for it (as for `build`).
     dashboard : bool, default False
         Keyword-only. Serve the Dask dashboard of a cluster dupflow starts.
-    keep : {"resolution", "oldest", "newest", "largest"}, default "resolution"
-        Keyword-only. Which image of a group is kept (the primary): most pixels, then oldest, then
-        largest file, then path a-z; or the oldest, newest or largest file first.
 
     Attributes
     ----------
@@ -452,7 +455,7 @@ class search:
         t1 = time.perf_counter()
         pixels = images.width * images.height
         per_scope = [
-            greedy_groups(
+            _groups(
                 quality_order(
                     np.concatenate([scope.reference, scope.members]),
                     pixels,
@@ -462,14 +465,14 @@ class search:
                     p.keep,
                     b.reference,
                 ),
-                i,
-                j,
-                sums,
+                edges,
+                spec,
+                b.reference,
             )
-            for scope, (i, j, sums) in zip(scopes, found.edges)
+            for scope, edges in zip(scopes, found.edges)
         ]
         self._groups = [group for groups in per_scope for group in groups]
-        self._edges, self._d = found.edges, spec.d
+        self._edges, self._d, self._stars = found.edges, spec.d, spec.limit == 0
         if bp.in_folder:
             self.result = {
                 redact(folder): result_dict(groups, files.path, spec.d)
@@ -505,7 +508,9 @@ class search:
         paths = self._build.files.path
         found = {
             tuple(sorted((paths[a], paths[b]))) + (s / self._d,)
-            for i, j, sums in self._edges
+            for i, j, sums in (
+                expand_stars(e, self._build.reference) if self._stars else e for e in self._edges
+            )
             for a, b, s in zip(i.tolist(), j.tolist(), sums.tolist())
         }
         return sorted(found)

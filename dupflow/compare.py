@@ -142,13 +142,16 @@ def _split_equal(tensors: np.ndarray, px: int, rotate: bool) -> list[list[int]]:
     return classes
 
 
-def _verify(catalog: CatalogRef, rows: Rows, sizes: list[int], px: int, rotate: bool) -> list[list[int]]:
-    """Check hash classes tensor by tensor; returns the classes of really equal images (positions)."""
+def _verify(
+    catalog: CatalogRef, rows: Rows, sizes: list[tuple[int, int]], px: int, rotate: bool
+) -> list[list[int]]:
+    """Check hash classes (size, members among them, members first) tensor by tensor; returns the
+    classes of really equal images holding a member (positions, a member first)."""
     tensors = _load(catalog, rows)
     out, start = [], 0
-    for size in sizes:
+    for size, n_members in sizes:
         for part in _split_equal(tensors[start : start + size], px, rotate):
-            if len(part) > 1:
+            if len(part) > 1 and part[0] < n_members:
                 out.append([int(rows.members[start + k]) for k in part])
         start += size
     return out
@@ -169,7 +172,7 @@ def _hash_classes(decoded: Decoded, scope: Scope, spec: MatchSpec) -> list[list[
     return [
         [p for _, p in sorted(c, key=lambda e: not e[0])]
         for c in classes.values()
-        if len(c) > 1 and c[0][0] | any(m for m, _ in c)
+        if len(c) > 1 and any(m for m, _ in c)
     ]
 
 
@@ -185,9 +188,11 @@ def _duplicate_tasks(
         )
         tasks.append(task)
 
+    is_member = np.zeros(len(decoded.row), dtype=bool)
+    is_member[scope.members] = True
     for cls in _hash_classes(decoded, scope, spec):
         batch.extend(cls)
-        sizes.append(len(cls))
+        sizes.append((len(cls), int(is_member[cls].sum())))
         images += len(cls)
         if len(batch) >= VERIFY_IMAGES:
             flush()
@@ -213,9 +218,12 @@ def expand_stars(edges: Edges, reference: np.ndarray | None = None) -> Edges:
     """Every pair of each class that star edges (threshold 0, i = head) describe, S = 0, except two
     reference images (given as a bool per position), which are never compared."""
     heads, others, _ = edges
+    order = np.argsort(heads, kind="stable")
+    heads, others = heads[order], others[order]
+    starts = np.flatnonzero(np.r_[True, heads[1:] != heads[:-1]]) if len(heads) else []
     i, j = [], []
-    for head in np.unique(heads).tolist():
-        cls = [head] + others[heads == head].tolist()
+    for a, b in zip(starts, [*starts[1:], len(heads)]):
+        cls = [int(heads[a])] + others[a:b].tolist()
         for x in range(len(cls)):
             for y in range(x + 1, len(cls)):
                 if reference is None or not (reference[cls[x]] and reference[cls[y]]):
@@ -345,7 +353,7 @@ def find_edges(
     flat = [task for tasks in per_scope for task in tasks]
     results = engine(images).run(flat, "dupflow comparing", show_progress, images) if flat else []
     out, start = [], 0
-    for scope, tasks in zip(scopes, per_scope):
+    for tasks in per_scope:
         chunk = results[start : start + len(tasks)]
         start += len(tasks)
         if spec.limit == 0:

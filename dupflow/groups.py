@@ -8,6 +8,7 @@ import numpy as np
 
 __all__ = [
     "KEEP_RULES",
+    "class_groups",
     "count_matches",
     "greedy_groups",
     "lower_quality",
@@ -80,6 +81,37 @@ def greedy_groups(
         placed.add(primary)
         taken = [(m, s) for m, s in neighbours.get(primary, ()) if m not in placed]
         placed.update(m for m, _ in taken)
+        if taken:
+            groups.append((primary, taken))
+    return groups
+
+
+def class_groups(
+    ranking: list[int], i: np.ndarray, j: np.ndarray, reference: np.ndarray | None = None
+) -> list[tuple[int, list[tuple[int, float]]]]:
+    """Groups of equal images from star edges (threshold 0), in linear time and memory.
+
+    Equality is transitive, so each connected class is one group: its best-ranked image is the primary
+    and takes the rest (a reference primary never takes another reference image). The same groups, in
+    the same order, as greedy_groups over every pair of each class.
+    """
+    parent: dict[int, int] = {}
+
+    def root(x: int) -> int:
+        while parent.setdefault(x, x) != x:
+            parent[x] = x = parent[parent[x]]
+        return x
+
+    for a, b in zip(i.tolist(), j.tolist()):
+        parent[root(a)] = root(b)
+    classes: dict[int, list[int]] = {}
+    for p in ranking:
+        if p in parent:
+            classes.setdefault(root(p), []).append(p)
+    groups = []
+    for primary, *rest in classes.values():
+        skip_reference = reference is not None and bool(reference[primary])
+        taken = [(m, 0.0) for m in rest if not (skip_reference and reference[m])]
         if taken:
             groups.append((primary, taken))
     return groups

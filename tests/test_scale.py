@@ -18,8 +18,9 @@ from PIL import Image
 import dupflow
 from dupflow import kernels
 from dupflow.cluster import Engine
-from dupflow.compare import MatchSpec, Scope, _block_tasks, block_size, find_edges
+from dupflow.compare import MatchSpec, Scope, _block_tasks, block_size, expand_stars, find_edges
 from dupflow.decode import decode_image
+from dupflow.groups import class_groups, greedy_groups
 
 PX = 10
 
@@ -151,25 +152,43 @@ def test_scope_compares_members_with_reference_never_reference_with_reference(fa
 
 
 def test_threshold_zero_with_reference(families, client):
-    """Equal images: pairs among members and with reference images, never two reference images."""
+    """Equal images: one star edge per image to its class head (a member), expanding to the pairs among
+    members and with reference images, never two reference images."""
     catalog, decoded, paths, _, sums = families
     engine = Engine(client)
     copies = [k for k, p in enumerate(paths) if p.endswith("/copy.png")]
     bases = [k for k, p in enumerate(paths) if p.endswith("/base.png")]
     members = np.array(copies[:4] + bases[4:6])
-    reference = np.array(bases[:6] + copies[4:6])
-    got = _got(
-        find_edges(
-            catalog,
-            decoded,
-            [Scope(members, reference)],
-            MatchSpec(PX, True, False, 0.0),
-            None,
-            lambda n: engine,
-            False,
-        )[0]
-    )
-    assert got == _brute(sums[True], 0.0, members, reference) and len(got) == 6
+    reference = np.array(bases[:4] + copies[4:8] + bases[7:8])  # f06, f07: only reference images
+    spec = MatchSpec(PX, True, False, 0.0)
+    edges = find_edges(catalog, decoded, [Scope(members, reference)], spec, None, lambda n: engine, False)[0]
+    is_reference = np.isin(np.arange(len(paths)), reference)
+    assert len(edges[0]) == 6 and not is_reference[edges[0]].any()  # heads are members
+    assert _got(expand_stars(edges, is_reference)) == _brute(sums[True], 0.0, members, reference)
+
+
+def test_class_groups_equal_greedy_groups_over_every_pair():
+    """Star edges grouped transitively give exactly the greedy groups of all pairs, references too."""
+    rng = np.random.default_rng(7)
+    n = 400
+    labels = rng.integers(0, 60, n)  # 60 classes of equal images among 400
+    reference = rng.random(n) < 0.3
+    heads, others = [], []
+    for label in range(60):
+        cls = np.flatnonzero(labels == label)
+        cls = np.concatenate([cls[~reference[cls]], cls[reference[cls]]])
+        if len(cls) > 1 and not reference[cls[0]]:
+            heads += [cls[0]] * (len(cls) - 1)
+            others += cls[1:].tolist()
+    star = (np.array(heads), np.array(others), np.zeros(len(heads)))
+    for ref in (None, reference):
+        every = expand_stars(star, ref)
+        assert len(every[0]) > 3 * len(star[0])
+        ranking = rng.permutation(n).tolist()
+        if ref is not None:
+            ranking.sort(key=lambda p: not ref[p])  # reference images first, as quality_order ranks them
+        got, want = class_groups(ranking, star[0], star[1], ref), greedy_groups(ranking, *every)
+        assert [(p, sorted(t)) for p, t in got] == [(p, sorted(t)) for p, t in want]  # taken: any order
 
 
 def _jpeg(seed: int, width: int, height: int) -> bytes:
