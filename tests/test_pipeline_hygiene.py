@@ -17,7 +17,7 @@ from imagegen import make_photo_set, photo, save
 from stores import Bucket  # the moto S3 server fixture `endpoint` is in conftest
 
 from dupflow import cli
-from dupflow.hygiene import ConfigError, load_config, run
+from dupflow.hygiene import ConfigError, load_config, main, run
 from dupflow.hygiene import claim as claims
 from dupflow.hygiene.run import EXIT_CODES, STATE
 
@@ -282,19 +282,27 @@ def test_purge_removes_only_old_journaled_unchanged_quarantined_files(job):
         ({"sources": ["in"], "reports": "r", "purge_after_days": 0, "quarantine": "q"}, "purge_after_days"),
         ({"sources": ["in"], "reports": "r", "purge_after_days": 30}, "purge_after_days"),
         ({"sources": ["in"], "reports": "r", "claim_minutes": 0}, "claim_minutes"),
+        ({"sources": ["in"], "reports": "r", "cluster": "mainframe"}, "cluster"),
+        ({"sources": ["in"], "reports": "r", "cluster": {"name": "slurm", "workers": 0}}, "cluster"),
+        ({"sources": ["in"], "reports": "r", "cluster": 8786}, "cluster"),
     ],
 )
-def test_bad_config_names_the_key_and_nothing_runs(tmp_path, keys, named):
+def test_bad_config_names_the_key_and_nothing_runs(tmp_path, capsys, keys, named):
     config = write_config(tmp_path, **keys)
     with pytest.raises(ConfigError, match=f'"{named}"'):
         load_config(config)
-    code, summary, err = hygiene(config)
-    assert code == EXIT_CODES["bad_config"] == 2 and summary is None
+    code = main([config])  # the command, in this process (one case below runs it as a process)
+    out, err = capsys.readouterr()
+    assert code == EXIT_CODES["bad_config"] == 2 and not out
     assert len(err.strip().splitlines()) == 1 and f'"{named}"' in err
     assert sorted(os.listdir(tmp_path)) == ["job.toml"]  # no report, claim or catalog was made
 
 
 def test_unreadable_config_files_are_one_line_errors(tmp_path):
+    bad = write_config(tmp_path, sources=["in"], reports="r", action="delete")
+    code, summary, err = hygiene(bad)  # as a scheduler runs it: a process, stdout empty, one line on stderr
+    assert code == 2 and summary is None and '"action"' in err and len(err.strip().splitlines()) == 1
+    assert sorted(os.listdir(tmp_path)) == ["job.toml"]
     broken = tmp_path / "broken.toml"
     broken.write_text("sources = [\n")
     for path, words in ((broken, "not valid TOML"), (tmp_path / "missing.toml", "does not exist")):

@@ -11,7 +11,13 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..params import ParameterError, ParameterTypeError, normalize_input, validate_similarity
+from ..params import (
+    ParameterError,
+    ParameterTypeError,
+    normalize_input,
+    validate_placement,
+    validate_similarity,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -49,7 +55,7 @@ class HygieneConfig:
     action: str = "report"
     quarantine: str | None = None
     purge_after_days: int | None = None
-    cluster: str | None = None
+    cluster: dict = field(default_factory=dict)  # build()'s placement keyword: {} = a local cluster
     claim_minutes: int = DEFAULT_CLAIM_MINUTES
     storage_options: dict = field(default_factory=dict)
 
@@ -120,6 +126,30 @@ def _inside(place: str, folder: str) -> bool:
     return place == folder or place.startswith(folder.rstrip("/") + "/")
 
 
+def _placement(value: Any) -> dict[str, Any]:
+    """The config's cluster as build()'s keyword: "" (a local cluster), a scheduler address, a cluster
+    name (local, slurm, pbs, sge, kubernetes) or a table {name, workers, adapt, lifetime, options}."""
+    from ..cluster import CLUSTER_NAMES
+
+    accepted = (
+        f'must be "" (a local cluster), a scheduler address such as "tcp://host:8786", one of '
+        f"{', '.join(CLUSTER_NAMES)}, or a table with name, workers, adapt, lifetime, options"
+    )
+    if value is None or value == "":
+        return {}
+    if isinstance(value, str):
+        options = {"scheduler": value} if "://" in value else {"cluster": value}
+    elif isinstance(value, dict):
+        options = {"cluster": value}
+    else:
+        raise _fail("cluster", accepted)
+    try:
+        validate_placement(options)
+    except (ParameterError, ParameterTypeError) as exc:
+        raise _fail("cluster", f"{accepted} ({exc})") from None
+    return options
+
+
 KEYS = (
     "sources",
     "reference",
@@ -178,9 +208,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>") -> HygieneConfig:
         purge = _int("purge_after_days", purge, 1)
         if quarantine is None:
             raise _fail("purge_after_days", 'needs "quarantine" (purge removes old quarantined files)')
-    cluster = data.get("cluster")
-    if cluster is not None and not isinstance(cluster, str):
-        raise _fail("cluster", 'must be "" (a local cluster), a scheduler address such as "tcp://host:8786"')
+    cluster = _placement(data.get("cluster"))
     keep = data.get("keep")
     if keep is not None:
         keep = _choice("keep", keep, KEEP_RULES)
@@ -203,7 +231,7 @@ def parse_config(data: dict[str, Any], path: str = "<config>") -> HygieneConfig:
         action=action,
         quarantine=quarantine,
         purge_after_days=purge,
-        cluster=cluster or None,
+        cluster=cluster,
         claim_minutes=_int("claim_minutes", data.get("claim_minutes", DEFAULT_CLAIM_MINUTES), 1),
         storage_options=dict(storage_options),
     )

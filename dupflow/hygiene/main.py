@@ -31,20 +31,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the job a config file describes; returns the exit code (see `EXIT_CODES`)."""
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
     logger = logging.getLogger("dupflow")
-    if not logger.handlers:  # logs (warnings and worse) go to stderr: stdout is the summary line only
-        handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("dupflow: %(message)s"))
-        logger.addHandler(handler)
-        logger.setLevel(logging.WARNING)
-        logger.propagate = False
+    saved = logger.handlers[:], logger.level, logger.propagate
+    handler = logging.StreamHandler(sys.stderr)  # warnings and worse: stdout is the summary line only
+    handler.setFormatter(logging.Formatter("dupflow: %(message)s"))
+    logger.handlers, logger.propagate = [handler], False
+    logger.setLevel(logging.WARNING)
     try:
-        config = load_config(args.config)
-    except ConfigError as exc:
-        print(f"dupflow hygiene: error: {exc}", file=sys.stderr)
-        return EXIT_CODES["bad_config"]
-    if args.check:
-        print(f"dupflow hygiene: {args.config} is valid", file=sys.stderr)
-        return 0
-    summary = run(config)
-    print(summary.to_json(), flush=True)
-    return summary.exit_code
+        try:
+            config = load_config(args.config)
+        except ConfigError as exc:
+            print(f"dupflow hygiene: error: {exc}", file=sys.stderr)
+            return EXIT_CODES["bad_config"]
+        if args.check:
+            print(f"dupflow hygiene: {args.config} is valid", file=sys.stderr)
+            return 0
+        summary = run(config)
+        print(summary.to_json(), flush=True)
+        return summary.exit_code
+    finally:  # called in-process (tests, notebooks): leave the caller's logging as it was
+        logger.handlers, logger.propagate = saved[0], saved[2]
+        logger.setLevel(saved[1])

@@ -109,15 +109,6 @@ def _put(local: str, url: str, storage_options: dict) -> None:
     fs.put_file(local, path)
 
 
-def _engine_options(config: HygieneConfig) -> dict[str, Any]:
-    """build()'s keyword for the config's cluster: none (local), a scheduler address, or a cluster name."""
-    if not config.cluster:
-        return {}
-    if "://" in config.cluster:
-        return {"scheduler": config.cluster}
-    return {"cluster": config.cluster}
-
-
 def _write_tables(folder: str, found: Any, facts: dict) -> list[str]:
     """difPy's three JSON files (the CLI's names) and the match table as CSV and Parquet."""
     rows = match_rows(found.result, facts)
@@ -128,7 +119,7 @@ def _write_tables(folder: str, found: Any, facts: dict) -> list[str]:
 
 def _write_html(folder: str, found: Any, config: HygieneConfig) -> str:
     """The self-contained HTML report (thumbnails embedded; what was quarantined is marked)."""
-    scheduler = config.cluster if config.cluster and "://" in config.cluster else None
+    scheduler = config.cluster.get("scheduler")  # else thumbnails are made by local threads
     data = collect(found.result, found.stats, found.journals, config.storage_options, scheduler)
     write_report(os.path.join(folder, REPORT_HTML), data)
     return REPORT_HTML
@@ -143,7 +134,7 @@ def _search(config: HygieneConfig) -> tuple[Any, Any, dict]:
         "catalog": config.catalog,
         "storage_options": config.storage_options,
         "decode": config.decode,
-        **_engine_options(config),
+        **config.cluster,
     }
     if config.reference:
         options["reference"] = config.reference
