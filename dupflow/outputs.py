@@ -24,6 +24,7 @@ __all__ = [
     "file_facts",
     "find_run",
     "flat_groups",
+    "folder_of",
     "human_bytes",
     "match_rows",
     "parse_formats",
@@ -71,8 +72,10 @@ def flat_groups(result: Mapping[str, Any]) -> list[tuple[str, list[list]]]:
     return groups
 
 
-def _folder(path: str) -> str:
-    return path.rstrip("/").rsplit("/", 1)[0] if "/" in path.rstrip("/") else "."
+def folder_of(path: str) -> str:
+    """The folder part of a result path or URL ("." for a bare name): the tables' and report's "folder"."""
+    stripped = path.rstrip("/")
+    return stripped.rsplit("/", 1)[0] if "/" in stripped else "."
 
 
 def match_rows(result: Mapping[str, Any], facts: Mapping[str, FileFacts]) -> list[dict[str, Any]]:
@@ -89,7 +92,7 @@ def match_rows(result: Mapping[str, Any], facts: Mapping[str, FileFacts]) -> lis
                     "width": fact.width if fact else None,
                     "height": fact.height if fact else None,
                     "bytes": fact.bytes if fact else None,
-                    "folder": _folder(match),
+                    "folder": folder_of(match),
                 }
             )
     return rows

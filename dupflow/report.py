@@ -18,8 +18,8 @@ from typing import Any, Iterable, Mapping
 
 from . import __version__
 from .actions import read_journal
-from .outputs import find_run, flat_groups, human_bytes
-from .sources import is_remote, redact
+from .outputs import find_run, flat_groups, folder_of, human_bytes
+from .sources import is_remote, local_path, redact
 from .thumbnails import THUMB_PX, Thumb, thumbnails
 
 __all__ = ["collect", "journal_events", "render_html", "report_from_outputs", "write_report"]
@@ -51,12 +51,7 @@ def _url(path: str) -> str:
     """What a result path opens as (the journal's key): local paths absolute, URLs as they are."""
     if is_remote(path):
         return path
-    return os.path.abspath(path[len("file://") :] if path.startswith("file://") else path)
-
-
-def _folder(path: str) -> str:
-    stripped = path.rstrip("/")
-    return stripped.rsplit("/", 1)[0] if "/" in stripped else "."
+    return os.path.abspath(local_path(path))
 
 
 def collect(
@@ -95,7 +90,7 @@ def collect(
         size = thumb.bytes if thumb.bytes is not None else event.get("size")
         entry = {
             "p": path,
-            "f": _folder(path),
+            "f": folder_of(path),
             "w": thumb.width,
             "h": thumb.height,
             "b": size,

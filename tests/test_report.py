@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import json
 import re
+import subprocess
 
 import fsspec
 import pytest
 from imagegen import photo, save
 from PIL import Image
+from test_cli import COMMAND
 
 import dupflow
 from dupflow.actions import undo
@@ -101,3 +103,27 @@ def test_html_is_self_contained_and_safe_with_odd_names(tmp_path):
     assert not re.search(r"""(src|href)=["']?(https?:)?//""", text)
     assert "default-src 'none'" in text  # the browser may not fetch anything
     assert render_html(data).count('class="card"') == 5
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["empty"], 'no dupflow results (dupflow_<timestamp>_results.json) in "empty"'),
+        (
+            ["notes.json"],
+            '"notes.json" is neither an output folder nor a dupflow_<timestamp>_results.json file',
+        ),
+        (["empty", "-o", "empty"], '"empty" is a folder; name an HTML file'),
+        (["empty", "--journal", "missing.jsonl"], 'journal "missing.jsonl" does not exist'),
+    ],
+)
+def test_report_command_usage_errors(tmp_path, args, message):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "notes.json").write_text("{}")
+    done = subprocess.run(
+        [*COMMAND, "report", *args], cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and done.stdout == ""
+    assert (
+        done.stderr.startswith("dupflow: error: ") and message in done.stderr and done.stderr.count("\n") == 1
+    )
