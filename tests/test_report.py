@@ -54,7 +54,7 @@ def test_report_data_follows_the_search_and_its_journals(run, tmp_path, monkeypa
     save(p2, tmp_path / "in" / "b_copy.png")
     save(p2, tmp_path / "in" / "b_copy2.png")
     (tmp_path / "in" / "x.png").write_bytes(b"broken")
-    _, found = run(str(tmp_path / "in"))
+    dif, found = run(str(tmp_path / "in"))
     size = (tmp_path / "in" / "a_copy.png").stat().st_size + 2 * (
         tmp_path / "in" / "b_copy.png"
     ).stat().st_size
@@ -80,6 +80,13 @@ def test_report_data_follows_the_search_and_its_journals(run, tmp_path, monkeypa
     assert {f.get("s") for f in restored["files"]} == {None, "restored"}
     events = journal_events(found.journals)
     assert {e["status"] for e in events.values()} == {"moved"}
+    # deleted: no thumbnail any more, the size from the journal, the summary unchanged
+    again = dupflow.search(dif, show_progress=False)
+    again.delete(silent_del=True)
+    gone = collect(again.result, again.stats, again.journals)
+    deleted = [f for f in gone["files"] if f.get("s") == "deleted"]
+    assert len(deleted) == 3 and all(f["i"] == -1 and f["b"] > 0 and "e" not in f for f in deleted)
+    assert gone["summary"]["bytes_reclaimable"] == size and gone["summary"]["acted"] == 3
     with pytest.raises(ValueError, match="is not a dupflow journal"):
         journal_events([str(tmp_path / "in" / "x.png")])
 
