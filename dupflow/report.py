@@ -63,7 +63,35 @@ def collect(
     show_progress: bool = False,
     side: int = THUMB_PX,
 ) -> dict[str, Any]:
-    """Everything the report shows, as plain JSON-able data (thumbnails made on the cluster)."""
+    """Everything the report shows, as plain JSON-able data (thumbnails made on the cluster).
+
+    Parameters
+    ----------
+    result, stats : dict
+        A search's `result` (in_folder's nested form too) and `stats`.
+    journals : iterable of str
+        Journals of `move_to` / `delete` (e.g. `found.journals`): each file's fate is shown, and moved
+        files are shown from where they went.
+    storage_options : dict, optional
+        fsspec options to read bucket objects with.
+    scheduler : str or distributed.Client, optional
+        Where thumbnails are made; None starts local threads for the call.
+    side : int
+        Longest thumbnail side in pixels.
+
+    Returns
+    -------
+    dict
+        ``summary``, ``parameters``, ``invalid`` (path, reason), ``files`` (per file: path, folder, width,
+        height, bytes, mtime, thumbnail index, status), ``groups`` (kept file, [match, mse]) and
+        ``thumbs`` (data URIs); `render_html` / `write_report` turn it into the page.
+
+    Examples
+    --------
+    >>> from dupflow.report import collect, write_report
+    >>> write_report("report.html", collect(found.result, found.stats, found.journals))  # doctest: +SKIP
+    'report.html'
+    """
     storage_options = storage_options or {}
     groups = flat_groups(result)
     paths = list(dict.fromkeys(p for primary, matches in groups for p in [primary, *(m for m, _ in matches)]))
