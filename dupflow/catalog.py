@@ -1,12 +1,14 @@
 """The catalog: Parquet tensor shards plus append-only index files, keyed by (url, size, stamp).
 
 Layout under the catalog root (local folder or any fsspec URL):
-    <root>/<namespace>/shards/<uuid>.parquet   one row per decoded image: url, tensor (px*px*3 bytes), grid
-    <root>/<namespace>/index/<uuid>.parquet    one row per file seen by one run (written after its shards)
+    <root>/<namespace>/shards/<time>-<uuid>.parquet  one row per decoded image: url, tensor (px*px*3), grid
+    <root>/<namespace>/index/<time>-<uuid>.parquet   the rows of one decode partition, written after its shard
+    <root>/<namespace>/absent/<time>-<uuid>.parquet  gc's ledger: since when indexed files are absent
+    <root>/<namespace>/maintenance.lease             held while one process compacts or collects garbage
 The namespace names px_size, decode mode and Pillow version, so incompatible rows are never reused.
-Shards and index files are only ever added, each appearing whole: locally written under a temporary
-name and renamed, on object stores written with one PUT. A run killed mid-write or two runs at once
-leave a usable catalog; shards carry page checksums, verified before their rows are reused.
+Shards and index files appear whole: locally written under a temporary name and renamed, on object
+stores written with one PUT. A run killed mid-write or runs at once leave a usable catalog; shards carry
+page checksums, verified before their rows are reused, and a shard is removed only on proof of damage.
 """
 
 from __future__ import annotations
