@@ -4,16 +4,16 @@ from __future__ import annotations
 
 import inspect
 import json
+import logging
 import os
 import pathlib
 import re
-import subprocess
-import sys
 
 import pytest
 from imagegen import photo, save
 
 import dupflow
+from dupflow import cli
 from dupflow.params import BUILD_OPTIONS, SEARCH_OPTIONS
 
 
@@ -168,20 +168,21 @@ def test_similarity_values(built, value, stored):
     assert not json.dumps(reported).startswith("-")  # -0.0 is reported as 0.0, not "-0.0"
 
 
-def test_infinite_similarity_is_strict_json(built, tmp_path):
+def test_infinite_similarity_is_strict_json(built, client, tmp_path):
     """JSON has no Infinity: the stats say "inf" (API and the CLI's _stats.json alike)."""
     found = dupflow.search(built, similarity=float("inf"), show_progress=False)
     assert found.stats["process"]["search"]["parameters"]["similarity_mse"] == "inf"
     json.dumps(found.stats, allow_nan=False)
     assert len(found.lower_quality) == 1  # every pair matches
-    out = tmp_path / "out"
-    done = subprocess.run(
-        [sys.executable, "-m", "dupflow.cli", built.params.directories[0], "-s", "inf", "-Z", str(out)],
-        capture_output=True,
-        text=True,
-        timeout=240,
-    )
-    assert done.returncode == 0, done.stderr
+    out, folder = tmp_path / "out", built.params.directories[0]
+    address = client.scheduler.address  # the command line in this process, on the shared cluster
+    logger = logging.getLogger("dupflow")
+    saved = (list(logger.handlers), logger.level, logger.propagate)
+    try:
+        assert cli.main([folder, "-s", "inf", "-Z", str(out), "-p", "false", "--scheduler", address]) == 0
+    finally:
+        logger.handlers[:], logger.propagate = saved[0], saved[2]
+        logger.setLevel(saved[1])
     (stats_file,) = out.glob("*_stats.json")
     text = stats_file.read_text()
     assert "Infinity" not in text

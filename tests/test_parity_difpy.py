@@ -526,6 +526,7 @@ def test_not_recursive_is_full_parity(library, run, tmp_path):
     }
 
 
+@pytest.mark.slow
 def test_same_dim_false_rotate_false_and_px32(library, run, tmp_path):
     """same_dim=False and rotate=False (one build on each side), then px_size=32 (fresh builds)."""
     root, unreadable = library
@@ -565,6 +566,7 @@ def test_same_dim_false_rotate_false_and_px32(library, run, tmp_path):
     check_stats(se["stats"], found.stats, unreadable=unreadable)
 
 
+@pytest.mark.slow
 def test_in_folder_and_union_of_three_inputs(inputs, run, tmp_path):
     f1, f2, f3 = inputs
     dp = run_difpy(tmp_path, f3, f2, f1, in_folder=True)  # difPy sorts its inputs, as dupflow does

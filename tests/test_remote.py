@@ -339,6 +339,7 @@ def test_read_batch_is_one_round_with_per_file_errors(bucket, endpoint, tmp_path
 # 6. listing thousands of objects, skipping hidden ones
 
 
+@pytest.mark.slow
 def test_listing_2000_objects_skips_hidden_ones(bucket):
     objects = {f"{bucket.name}/many/f{k // 100:02d}/img_{k:04d}.jpg": b"x" for k in range(2000)}
     hidden = [".hidden/a.jpg", ".dotfile.jpg", "f00/.secret/b.jpg", "f01/.dot.png"]
