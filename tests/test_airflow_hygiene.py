@@ -19,8 +19,7 @@ import sys
 
 import pytest
 from imagegen import make_photo_set
-from stores import Bucket
-from test_pipeline_hygiene import write_config
+from test_pipeline_hygiene import bucket_job, write_config
 
 from dupflow.hygiene import claim as claims
 from dupflow.hygiene.run import STATE
@@ -114,19 +113,7 @@ def test_dag_runs_the_job_on_a_folder_and_skips_when_the_job_is_claimed(airflow,
 
 
 def test_dag_runs_the_job_on_a_bucket(airflow, tmp_path, endpoint):
-    bucket = Bucket(endpoint)
-    make_photo_set(tmp_path / "photos", n_unrelated=3, seed=32)
-    bucket.fs.put(str(tmp_path / "photos"), f"{bucket.name}/incoming", recursive=True)
-    before = set(bucket.keys("incoming"))
-    config = write_config(
-        tmp_path,
-        sources=[bucket.url("incoming")],
-        reports=bucket.url("reports"),
-        catalog=bucket.url(".dupflow-catalog"),
-        action="quarantine",
-        quarantine=bucket.url("quarantine"),
-        storage_options=bucket.options,
-    )
+    bucket, config, before = bucket_job(tmp_path, endpoint, 32)
     code, log, summaries = dags_test(airflow, config, "2026-12-03")
     assert code == 0 and "state=success" in log, log[-3000:]
     (summary,) = summaries

@@ -331,22 +331,27 @@ def test_a_failed_run_says_why_and_exits_1(tmp_path):
 # 5. the same job on a bucket (moto's S3 server over HTTP): report, quarantine, undo, rerun, overlap
 
 
-def test_bucket_job_reports_quarantines_undoes_and_never_runs_twice(tmp_path, endpoint, capsys):
+def bucket_job(tmp_path, endpoint: str, seed: int, **keys) -> tuple[Bucket, str, set[str]]:
+    """A fresh bucket with photos (planted copies) under incoming/, and a quarantine job over it whose
+    catalog, reports and quarantine are in the bucket too; returns the bucket, config and uploaded keys."""
     bucket = Bucket(endpoint)
-    local = tmp_path / "photos"
-    make_photo_set(local, n_unrelated=4, seed=12)
-    bucket.fs.put(str(local), f"{bucket.name}/incoming", recursive=True)
-    uploaded = set(bucket.keys("incoming"))
+    make_photo_set(tmp_path / "photos", n_unrelated=4, seed=seed)
+    bucket.fs.put(str(tmp_path / "photos"), f"{bucket.name}/incoming", recursive=True)
     config = write_config(
         tmp_path,
         sources=[bucket.url("incoming")],
         reports=bucket.url("reports"),
         catalog=bucket.url(".dupflow-catalog"),
-        similarity="similar",
         action="quarantine",
         quarantine=bucket.url("quarantine"),
         storage_options=bucket.options,
+        **keys,
     )
+    return bucket, config, set(bucket.keys("incoming"))
+
+
+def test_bucket_job_reports_quarantines_undoes_and_never_runs_twice(tmp_path, endpoint, capsys):
+    bucket, config, uploaded = bucket_job(tmp_path, endpoint, 12, similarity="similar")
     claim_key = f"{bucket.name}/reports/{STATE}/claim-00000001.json"
     exists = lambda key: bucket.fs.invalidate_cache() or bucket.fs.exists(key)  # noqa: E731
     (c1, s1, e1), (c2, s2, e2) = _overlapping_runs(config, claim_key, exists)
