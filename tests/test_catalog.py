@@ -110,9 +110,8 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def test_a_run_killed_mid_write_leaves_a_usable_catalog(tmp_path, client):
-    folder = _photos(tmp_path / "imgs", 400)
-    catalog = str(tmp_path / "cat")
+def _kill_once_written(tmp_path, folder, catalog, pattern):
+    """Run a build + search job and SIGKILL it, workers included, as soon as `pattern` matches a file."""
     script = tmp_path / "job.py"
     script.write_text(SCRIPT)
     job = subprocess.Popen(
@@ -122,11 +121,17 @@ def test_a_run_killed_mid_write_leaves_a_usable_catalog(tmp_path, client):
         start_new_session=True,
     )
     deadline = time.time() + 60
-    while not _shards(catalog) and time.time() < deadline and job.poll() is None:
-        time.sleep(0.01)
-    os.killpg(job.pid, signal.SIGKILL)  # the job and its workers, mid-run
+    while not glob.glob(pattern) and time.time() < deadline and job.poll() is None:
+        time.sleep(0.005)
+    os.killpg(job.pid, signal.SIGKILL)
     job.wait()
     assert b"DECODED" not in job.stdout.read()  # it really died before finishing
+
+
+def test_a_run_killed_mid_write_leaves_a_usable_catalog(tmp_path, client):
+    folder = _photos(tmp_path / "imgs", 400)
+    catalog = str(tmp_path / "cat")
+    _kill_once_written(tmp_path, folder, catalog, f"{catalog}/*/shards/*.parquet")  # mid-run
     dif = _build(folder, catalog, client)
     decoded, reused, _ = _figures(dif)
     assert decoded + reused == 400
@@ -217,20 +222,7 @@ def _indexed_urls(catalog):
 def test_an_interrupted_first_build_keeps_the_partitions_it_finished(tmp_path, client):
     folder = _photos(tmp_path / "imgs", 600)
     catalog = str(tmp_path / "cat")
-    script = tmp_path / "job.py"
-    script.write_text(SCRIPT)
-    job = subprocess.Popen(
-        [sys.executable, str(script), folder, catalog],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    deadline = time.time() + 60
-    while not glob.glob(f"{catalog}/*/index/*.parquet") and time.time() < deadline and job.poll() is None:
-        time.sleep(0.005)
-    os.killpg(job.pid, signal.SIGKILL)  # the first build, after its first partition committed
-    job.wait()
-    assert b"DECODED" not in job.stdout.read()  # it really died before finishing
+    _kill_once_written(tmp_path, folder, catalog, f"{catalog}/*/index/*.parquet")  # one partition committed
     kept = _indexed_urls(catalog)
     assert 0 < len(kept) < 600
     dif = _build(folder, catalog, client)
