@@ -8,6 +8,7 @@ import textwrap
 
 import psutil
 import pytest
+from clusterkit import answer, wait_for
 from imagegen import photo, save
 
 import dupflow
@@ -184,13 +185,9 @@ def test_closing_is_quiet(tmp_path):
 # ---- scheduler= accepts any cluster object, a Client, an address; dask config is honoured ------------
 
 
-def _answer(found) -> tuple:
-    return found.result, found.lower_quality, sorted(found.pairs)
-
-
 def _embedded_answer(folder: str, tmp_path, **search) -> tuple:
     with dupflow.build(folder, show_progress=False, catalog=str(tmp_path / "embedded-cat")) as dif:
-        return _answer(dupflow.search(dif, show_progress=False, **search))
+        return answer(dupflow.search(dif, show_progress=False, **search))
 
 
 def test_a_cluster_object_is_used_and_left_running(tmp_path):
@@ -202,7 +199,7 @@ def test_a_cluster_object_is_used_and_left_running(tmp_path):
         dif = dupflow.build(folder, show_progress=False, catalog=str(tmp_path / "cat"), scheduler=user)
         found = dupflow.search(dif, show_progress=False, similarity="similar")
         assert dif.stats["dupflow"]["build"]["cluster"]["kind"] == "cluster"
-        assert _answer(found) == expected
+        assert answer(found) == expected
         ours = dif._engine.client
         dif.close()
         assert ours.status == "closed"  # our own connection to it is closed ...
@@ -217,7 +214,7 @@ def test_a_client_is_used_and_left_open(tmp_path, client):
     found = dupflow.search(dif, show_progress=False)
     dif.close()
     assert client.status == "running"
-    assert _answer(found) == _embedded_answer(folder, tmp_path)
+    assert answer(found) == _embedded_answer(folder, tmp_path)
 
 
 def test_dask_config_scheduler_address_is_honoured(tmp_path, client):
@@ -232,7 +229,7 @@ def test_dask_config_scheduler_address_is_honoured(tmp_path, client):
             assert {w["id"] for w in seen.values()} == addresses  # the same workers: the same cluster
             found = dupflow.search(dif, show_progress=False)
     assert client.status == "running"
-    assert _answer(found) == _embedded_answer(folder, tmp_path)
+    assert answer(found) == _embedded_answer(folder, tmp_path)
 
 
 def test_named_local_cluster_with_lifetime_retires_workers_and_answers_the_same(tmp_path):
@@ -243,15 +240,16 @@ def test_named_local_cluster_with_lifetime_retires_workers_and_answers_the_same(
     dif = dupflow.build(folder, show_progress=False, catalog=str(tmp_path / "cat"), cluster=spec)
     engine = dif._engine
     assert engine.kind == "local"
+    engine.client.wait_for_workers(2, timeout=120)
     first = set(engine.client.scheduler_info()["workers"])
-    import time
 
-    deadline = time.monotonic() + 30
-    while set(engine.client.scheduler_info()["workers"]) & first and time.monotonic() < deadline:
-        time.sleep(0.5)
-    assert not set(engine.client.scheduler_info()["workers"]) & first  # every first worker retired
+    def replaced():
+        now = set(engine.client.scheduler_info()["workers"])
+        return len(now) == 2 and not now & first
+
+    wait_for(replaced, 180, "both first workers to retire and be replaced")
     found = dupflow.search(dif, show_progress=False, similarity="similar")
-    assert _answer(found) == expected
+    assert answer(found) == expected
     cluster_object = engine._cluster
     dif.close()
     assert cluster_object.status.name == "closed"

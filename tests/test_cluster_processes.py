@@ -19,8 +19,7 @@ import time
 import psutil
 import pyarrow.parquet as pq
 import pytest
-from imagegen import photo
-from PIL import Image
+from clusterkit import answer, large_photos, wait_for
 
 import dupflow
 from dupflow.cluster import WorkersCannotSeeCatalog
@@ -52,13 +51,6 @@ def _stop(procs: list[subprocess.Popen]) -> None:
             proc.wait(timeout=10)
 
 
-def _wait_for(path: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not os.path.exists(path):
-        assert time.monotonic() < deadline, f"{path} never appeared"
-        time.sleep(0.1)
-
-
 class DaskProcesses:
     """A scheduler and its workers, each a separate OS process; `client` watches them from the test."""
 
@@ -78,7 +70,7 @@ class DaskProcesses:
                 ]
             )
         ]
-        _wait_for(self.scheduler_file)
+        wait_for(lambda: os.path.exists(self.scheduler_file), 60, "the scheduler file")
         with open(self.scheduler_file) as handle:
             self.address = json.load(handle)["address"]
         for k in range(workers):
@@ -122,27 +114,12 @@ def dask_processes(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    """60 large photos (decoding takes seconds, so a worker can be killed mid-decode) with planted copies,
-    re-encodes and quarter turns."""
-    root = tmp_path_factory.mktemp("photos")
-    for k in range(40):
-        base = Image.fromarray(photo(k, 160, 120)).resize((1024, 768), Image.BICUBIC)
-        base.save(root / f"p{k:03d}.jpg", quality=90)
-        if k % 4 == 0:
-            shutil.copyfile(root / f"p{k:03d}.jpg", root / f"p{k:03d}_copy.jpg")
-        if k % 5 == 0:
-            base.save(root / f"p{k:03d}.png", compress_level=1)
-            base.rotate(90, expand=True).save(root / f"p{k:03d}_r90.png", compress_level=1)
-        if k % 6 == 0:
-            base.save(root / f"p{k:03d}_q80.jpg", quality=80)
-    return str(root)
+    """40 large photos (decoding lasts seconds, so a worker can be killed mid-decode) with byte copies,
+    lossless quarter turns and re-encodes."""
+    return large_photos(tmp_path_factory.mktemp("photos"), 40, copy_every=4, turn_every=5, reencode_every=6)
 
 
 SIMILAR = {"similarity": "similar", "same_dim": False}
-
-
-def _answer(found) -> tuple:
-    return json.loads(json.dumps(found.result)), found.lower_quality, found.pairs
 
 
 @pytest.fixture(scope="module")
@@ -151,8 +128,8 @@ def embedded(photos, tmp_path_factory):
     catalog = str(tmp_path_factory.mktemp("embedded") / "cat")
     with dupflow.build(photos, show_progress=False, catalog=catalog) as dif:
         assert dif.stats["dupflow"]["build"]["cluster"]["kind"].startswith("local")
-        duplicates = _answer(dupflow.search(dif, show_progress=False))
-        similar = _answer(dupflow.search(dif, show_progress=False, **SIMILAR))
+        duplicates = answer(dupflow.search(dif, show_progress=False))
+        similar = answer(dupflow.search(dif, show_progress=False, **SIMILAR))
     assert duplicates[0] and similar[0] and similar[0] != duplicates[0]  # both find something, not the same
     return {"duplicates": duplicates, "similar": similar, "catalog": catalog}
 
@@ -177,7 +154,7 @@ def _shards_are_whole(catalog: str) -> int:
     return count
 
 
-def test_address_scheduler_file_and_environment_reach_it_with_the_embedded_answer(
+def test_address_scheduler_file_and_environment_reach_it_with_the_embeddedanswer(
     dask_processes, photos, embedded, tmp_path
 ):
     workers = set(dask_processes.worker_pids())
@@ -187,15 +164,15 @@ def test_address_scheduler_file_and_environment_reach_it_with_the_embedded_answe
     with by_address:
         assert by_address.stats["dupflow"]["build"]["cluster"] == {"kind": "address", "threads": 2}
         assert set(by_address._engine.client.scheduler_info()["workers"]) == workers
-        assert _answer(dupflow.search(by_address, show_progress=False)) == embedded["duplicates"]
-        assert _answer(dupflow.search(by_address, show_progress=False, **SIMILAR)) == embedded["similar"]
+        assert answer(dupflow.search(by_address, show_progress=False)) == embedded["duplicates"]
+        assert answer(dupflow.search(by_address, show_progress=False, **SIMILAR)) == embedded["similar"]
 
     by_file = dupflow.build(
         photos, show_progress=False, catalog=str(tmp_path / "f"), scheduler_file=dask_processes.scheduler_file
     )
     with by_file:
         assert by_file.stats["dupflow"]["build"]["cluster"] == {"kind": "scheduler file", "threads": 2}
-        assert _answer(dupflow.search(by_file, show_progress=False, **SIMILAR)) == embedded["similar"]
+        assert answer(dupflow.search(by_file, show_progress=False, **SIMILAR)) == embedded["similar"]
 
     # the command line, with nothing but DASK_SCHEDULER_ADDRESS in its environment (as a DaskJob pod has)
     env = {**os.environ, "DASK_SCHEDULER_ADDRESS": dask_processes.address}
@@ -262,10 +239,10 @@ def test_a_worker_killed_mid_decode_changes_nothing(dask_processes, photos, embe
         with dupflow.build(
             photos, show_progress=False, catalog=catalog, scheduler=dask_processes.address
         ) as dif:
-            return dif.stats["dupflow"]["build"], _answer(dupflow.search(dif, show_progress=False, **SIMILAR))
+            return dif.stats["dupflow"]["build"], answer(dupflow.search(dif, show_progress=False, **SIMILAR))
 
-    killed, (build_stats, answer) = _kill_when(dask_processes, "decode", work)
-    assert answer == embedded["similar"]
+    killed, (build_stats, got) = _kill_when(dask_processes, "decode", work)
+    assert got == embedded["similar"]
     assert build_stats["decoded"] == len(os.listdir(photos))
     _restarted(dask_processes, killed)
     assert _shards_are_whole(catalog) >= 1
@@ -274,7 +251,7 @@ def test_a_worker_killed_mid_decode_changes_nothing(dask_processes, photos, embe
         photos, show_progress=False, catalog=catalog, scheduler=dask_processes.address
     ) as again:
         assert again.stats["dupflow"]["build"]["decoded"] == 0
-        assert _answer(dupflow.search(again, show_progress=False, **SIMILAR)) == embedded["similar"]
+        assert answer(dupflow.search(again, show_progress=False, **SIMILAR)) == embedded["similar"]
 
 
 @pytest.mark.slow
@@ -284,12 +261,12 @@ def test_a_worker_killed_mid_compare_changes_nothing(dask_processes, photos, emb
         photos, show_progress=False, catalog=embedded["catalog"], scheduler=dask_processes.address
     ) as dif:
         assert dif.stats["dupflow"]["build"]["decoded"] == 0
-        killed, answer = _kill_when(
+        killed, got = _kill_when(
             dask_processes,
             "dupflow-compare",
-            lambda: _answer(dupflow.search(dif, show_progress=False, chunksize=2, **SIMILAR)),
+            lambda: answer(dupflow.search(dif, show_progress=False, chunksize=2, **SIMILAR)),
         )
-    assert answer == embedded["similar"]
+    assert got == embedded["similar"]
     _restarted(dask_processes, killed)
     assert _shards_are_whole(embedded["catalog"]) >= 1
 

@@ -19,8 +19,7 @@ import threading
 import time
 
 import pytest
-from imagegen import photo
-from PIL import Image
+from clusterkit import answer, large_photos, wait_for
 
 import dupflow
 
@@ -78,16 +77,6 @@ def _squeue() -> list[tuple[str, str]]:
     return [tuple(line.split()) for line in out.splitlines() if line.strip()]
 
 
-def _wait(condition, timeout: float, what: str):
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        assert time.monotonic() < deadline, f"timed out waiting for {what}"
-        time.sleep(0.2)
-
-
 @pytest.fixture(scope="module")
 def slurm(tmp_path_factory):
     """munged + slurmctld + slurmd on this host; SLURM_CONF points sbatch/squeue/scancel at them."""
@@ -114,13 +103,13 @@ def slurm(tmp_path_factory):
         )
     ]
     try:
-        _wait(lambda: (folder / "munge.sock").exists(), 30, "munged")
+        wait_for(lambda: (folder / "munge.sock").exists(), 30, "munged")
         daemons.append(_daemon(["slurmctld", "-D", "-i", "-f", str(conf)], log))
-        _wait(
+        wait_for(
             lambda: subprocess.run(["scontrol", "ping"], capture_output=True).returncode == 0, 60, "slurmctld"
         )
         daemons.append(_daemon(["slurmd", "-D", "-f", str(conf)], log))
-        _wait(
+        wait_for(
             lambda: (
                 subprocess.run(["sinfo", "-h", "-o", "%T"], capture_output=True, text=True).stdout.strip()
                 == "idle"
@@ -178,27 +167,15 @@ def jobqueue_config(slurm):
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
     """Large enough photos that decoding lasts a few seconds; planted byte copies and re-encodes."""
-    root = tmp_path_factory.mktemp("slurm-photos")
-    for k in range(24):
-        base = Image.fromarray(photo(k, 160, 120)).resize((1024, 768), Image.BICUBIC)
-        base.save(root / f"p{k:02d}.jpg", quality=90)
-        if k % 3 == 0:
-            shutil.copyfile(root / f"p{k:02d}.jpg", root / f"p{k:02d}_copy.jpg")
-        if k % 4 == 0:
-            base.save(root / f"p{k:02d}_q80.jpg", quality=80)
-    return str(root)
-
-
-def _answer(found) -> tuple:
-    return json.loads(json.dumps(found.result)), found.lower_quality, found.pairs
+    return large_photos(tmp_path_factory.mktemp("slurm-photos"), 24, copy_every=3, reencode_every=4)
 
 
 @pytest.fixture(scope="module")
 def embedded(photos, tmp_path_factory):
     with dupflow.build(photos, show_progress=False, catalog=str(tmp_path_factory.mktemp("e") / "c")) as dif:
-        answer = _answer(dupflow.search(dif, show_progress=False, similarity="similar"))
-    assert answer[0]
-    return answer
+        expected = answer(dupflow.search(dif, show_progress=False, similarity="similar"))
+    assert expected[0]
+    return expected
 
 
 @pytest.mark.slow
@@ -232,11 +209,11 @@ def test_slurm_jobs_do_the_search_and_a_cancelled_job_changes_nothing(
         assert seen["cancelled"] is not None, "the worker jobs never ran together while decoding"
         assert dif.stats["dupflow"]["build"]["cluster"]["kind"] == "slurm"
         assert dif.stats["dupflow"]["build"]["decoded"] == len(os.listdir(photos))
-        assert _answer(dupflow.search(dif, show_progress=False, similarity="similar")) == embedded
+        assert answer(dupflow.search(dif, show_progress=False, similarity="similar")) == embedded
         assert seen["cancelled"] not in [job for job, state in _squeue() if state == "R"]
     finally:
         dif.close()
-    _wait(lambda: not _squeue(), 60, "an empty queue after close")
+    wait_for(lambda: not _squeue(), 60, "an empty queue after close")
 
 
 @pytest.mark.slow
@@ -254,7 +231,7 @@ def test_cli_cluster_slurm_interrupted_leaves_no_job(slurm, jobqueue_config, pho
     assert done.returncode == 0, done.stderr
     results = [name for name in os.listdir(tmp_path / "out") if name.endswith("_results.json")]
     assert json.loads((tmp_path / "out" / results[0]).read_text()) == embedded[0]
-    _wait(lambda: not _squeue(), 60, "an empty queue after the command")
+    wait_for(lambda: not _squeue(), 60, "an empty queue after the command")
 
     # interrupted (Ctrl-C, or SIGTERM as from a cancelled batch job) while its worker job runs
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -265,12 +242,12 @@ def test_cli_cluster_slurm_interrupted_leaves_no_job(slurm, jobqueue_config, pho
             stderr=subprocess.PIPE,
             text=True,
         )
-        _wait(lambda: [job for job, state in _squeue() if state == "R"], 120, "a running worker job")
+        wait_for(lambda: [job for job, state in _squeue() if state == "R"], 120, "a running worker job")
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 130, err
         assert "interrupted" in err
-        _wait(lambda: not _squeue(), 60, f"an empty queue after {sig.name}")
+        wait_for(lambda: not _squeue(), 60, f"an empty queue after {sig.name}")
 
 
 def _nested(settings: dict) -> dict:
@@ -323,7 +300,7 @@ def test_deploy_batch_script_runs_the_search_as_one_job_that_starts_its_workers(
         names.update(line.split()[1] for line in out.splitlines() if line.strip())
         return not any(line.split()[0] == search_job for line in out.splitlines() if line.strip())
 
-    _wait(finished, 300, "the search job to end")
+    wait_for(finished, 300, "the search job to end")
     log = (tmp_path / f"search-{search_job}.log").read_text()
     assert {"dupflow-search", "dupflow-worker"} <= names, (names, log)  # the job started its worker job
     results = (
@@ -331,4 +308,4 @@ def test_deploy_batch_script_runs_the_search_as_one_job_that_starts_its_workers(
     )
     assert results, log
     assert json.loads((report / results[0]).read_text()) == embedded[0]
-    _wait(lambda: not _squeue(), 60, "an empty queue after the search job")
+    wait_for(lambda: not _squeue(), 60, "an empty queue after the search job")
