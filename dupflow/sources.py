@@ -273,7 +273,8 @@ def redact(url: str) -> str:
     return re.sub(r"^([a-zA-Z][\w+.-]*://)[^/@]*@", r"\1", url)
 
 
-def _canonical(url: str) -> str:
+def canonical(url: str) -> str:
+    """A file's or input's URL for comparing places: local paths as file:// URLs, URLs as they are."""
     return url if "://" in url else "file://" + url
 
 
@@ -296,7 +297,7 @@ def current_state(url: str, storage_options: dict) -> tuple[int, str] | None:
 
 def under_roots(url: str, roots: list[str]) -> bool:
     """True if a file lies inside one of the searched inputs (a folder, or the file itself)."""
-    key = _canonical(url)
+    key = canonical(url)
     return any(key == root or key.startswith(root.rstrip("/") + "/") for root in roots)
 
 
@@ -321,10 +322,10 @@ def list_files(
             rows, root_url = _list_remote(entry, recursive, storage_options), entry
         else:
             rows = _list_local(entry, recursive, listing.invalid)
-            root_url = _canonical(os.path.abspath(local_path(entry)))
+            root_url = canonical(os.path.abspath(local_path(entry)))
         listing.roots.append(root_url)
         for display, url, size, stamp, error, mtime in sorted(rows):
-            key = _canonical(url)
+            key = canonical(url)
             if key in position:
                 if index not in listing.inputs[position[key]]:
                     listing.inputs[position[key]].append(index)

@@ -18,6 +18,7 @@ from ..params import (
     validate_placement,
     validate_similarity,
 )
+from ..sources import is_remote
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -86,7 +87,7 @@ def _place(key: str, value: Any, base: str) -> str:
         raise _fail(key, "must be a folder path or a URL such as s3://bucket/prefix (a non-empty string)")
     if value.startswith("file://"):
         value = value[len("file://") :]
-    elif "://" in value:
+    elif is_remote(value):
         return normalize_input(value)
     return os.path.normpath(os.path.join(base, os.path.expanduser(value)))
 

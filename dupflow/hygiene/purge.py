@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from ..actions import Journal
-from ..sources import current_state, filesystem, under_roots
+from ..sources import canonical, current_state, filesystem, under_roots
 
 __all__ = ["PurgeCounts", "purge_quarantine"]
 
@@ -83,7 +83,7 @@ def purge_quarantine(
     except FileNotFoundError:
         names = []
     cutoff = (now or datetime.now()) - timedelta(days=days)
-    quarantine_root = quarantine if "://" in quarantine else "file://" + quarantine
+    quarantine_root = canonical(quarantine)
     journal, purged, kept = None, 0, 0
     for name in names:
         records = _read_journal(fs, name)

@@ -16,6 +16,7 @@ import shutil
 import sys
 import tempfile
 import time
+from collections import Counter
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
@@ -23,7 +24,7 @@ from typing import Any
 from ..actions import journal_dir
 from ..outputs import file_facts, match_rows, write_outputs
 from ..report import collect, write_report
-from ..sources import filesystem, list_files, redact
+from ..sources import filesystem, is_remote, list_files, redact
 from . import claim as claims
 from .config import HygieneConfig, load_config
 from .purge import purge_quarantine
@@ -59,7 +60,8 @@ class Summary:
     groups: int = 0
     lower_quality: int = 0
     quarantined: int = 0
-    not_moved: int = 0
+    skipped: int = 0  # left alone by the move's safety checks (changed since the scan, ...): logged
+    not_moved: int = 0  # planned moves that failed
     purged: int = 0
     journal: str | None = None
     purge_journal: str | None = None
@@ -77,7 +79,7 @@ class Summary:
 
 
 def _join(folder: str, name: str) -> str:
-    return f"{folder.rstrip('/')}/{name}" if "://" in folder else os.path.join(folder, name)
+    return f"{folder.rstrip('/')}/{name}" if is_remote(folder) else os.path.join(folder, name)
 
 
 def fingerprint(config: HygieneConfig) -> str:
@@ -105,7 +107,7 @@ def _read_json(url: str, storage_options: dict) -> dict:
 def _put(local: str, url: str, storage_options: dict) -> None:
     """Copy a local file to a folder path or URL (parents created)."""
     fs, path = filesystem(url, storage_options)
-    fs.makedirs(os.path.dirname(path) if "://" not in url else path.rsplit("/", 1)[0], exist_ok=True)
+    fs.makedirs(path.rsplit("/", 1)[0] if is_remote(url) else os.path.dirname(path), exist_ok=True)
     fs.put_file(local, path)
 
 
@@ -162,18 +164,56 @@ def _search(config: HygieneConfig) -> tuple[Any, Any, dict]:
     return dif, found, facts
 
 
-def _quarantine(found: Any, config: HygieneConfig, claim: claims.Claim) -> tuple[int, int, str | None]:
-    """Move the lower-quality files (journaled); returns moved, not moved, and the local journal."""
+def _quarantine(found: Any, config: HygieneConfig, claim: claims.Claim) -> tuple[dict[str, int], str | None]:
+    """Move the lower-quality files (journaled); returns the journal's counts per op and its local path."""
     if not found.lower_quality:
-        return 0, 0, None
+        return {}, None
     if not claims.still_held(claim, config.storage_options):  # never act on a claim that was taken over
         raise RuntimeError("the claim on this job expired or was taken over before the quarantine move")
-    before = len(found.lower_quality)
     with contextlib.redirect_stdout(sys.stderr):  # stdout carries the one summary line only
         found.move_to(config.quarantine)
     with open(found.journal, encoding="utf-8") as handle:
-        done = sum(1 for line in handle if json.loads(line).get("op") == "done")
-    return done, before - done, found.journal
+        ops = Counter(json.loads(line).get("op") for line in handle)
+    return dict(ops), found.journal
+
+
+def _summarize(found: Any, summary: Summary) -> None:
+    """The search's figures, as the summary line reports them."""
+    process, ours = found.stats["process"]["search"], found.stats.get("dupflow", {}).get("build", {})
+    summary.images = int(process["files_searched"])
+    summary.reference = int(ours.get("reference", {}).get("files", 0))
+    summary.decoded = int(ours.get("decoded", 0))
+    summary.groups = len(found.result)
+    summary.lower_quality = len(found.lower_quality)
+    summary.counts = dict(process["matches_found"])
+
+
+def _save_state(config: HygieneConfig, summary: Summary) -> None:
+    """Record the inputs as this run leaves them (quarantined files gone): the next run compares with it."""
+    payload = {
+        "fingerprint": fingerprint(config),
+        "report": summary.report,
+        "finished": datetime.now().isoformat(),
+    }
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(payload, handle)
+    try:
+        _put(handle.name, _join(_join(config.reports, STATE), "state.json"), config.storage_options)
+    finally:
+        os.unlink(handle.name)
+
+
+def _purge(config: HygieneConfig, summary: Summary) -> None:
+    """Remove quarantined files as old as the config asks, from this job's journals; keep its journal."""
+    state_folder = _join(config.reports, STATE)
+    so = config.storage_options
+    counts = purge_quarantine(
+        _join(state_folder, "journals"), config.quarantine, config.purge_after_days, so, journal_dir()
+    )
+    summary.purged = counts.purged
+    if counts.journal:
+        summary.purge_journal = _join(_join(state_folder, "purges"), os.path.basename(counts.journal))
+        _put(counts.journal, summary.purge_journal, so)
 
 
 def _act(config: HygieneConfig, claim: claims.Claim, summary: Summary) -> None:
@@ -181,62 +221,40 @@ def _act(config: HygieneConfig, claim: claims.Claim, summary: Summary) -> None:
     so = config.storage_options
     state_folder = _join(config.reports, STATE)
     if config.purge_after_days:
-        counts = purge_quarantine(
-            _join(state_folder, "journals"), config.quarantine, config.purge_after_days, so, journal_dir()
-        )
-        summary.purged = counts.purged
-        if counts.journal:
-            _put(counts.journal, _join(_join(state_folder, "purges"), os.path.basename(counts.journal)), so)
-            summary.purge_journal = _join(_join(state_folder, "purges"), os.path.basename(counts.journal))
-    state_url = _join(state_folder, "state.json")
-    before = fingerprint(config)
-    last = _read_json(state_url, so)
-    if last.get("fingerprint") == before:
+        _purge(config, summary)
+    last = _read_json(_join(state_folder, "state.json"), so)
+    if last.get("fingerprint") == fingerprint(config):
         summary.status, summary.report = "unchanged", last.get("report")
         summary.message = "nothing new since the last run: nothing searched, written or moved"
         return
     now = datetime.now(timezone.utc)
     report = _join(config.reports, now.strftime("%Y-%m-%dT%H%M%SZ"))
     dif, found, facts = _search(config)
-    with dif:
-        dupflow_stats = found.stats.get("dupflow", {})
-        build_figures = dupflow_stats.get("build", {})
-        summary.images = int(found.stats["process"]["search"]["files_searched"])
-        summary.reference = int(build_figures.get("reference", {}).get("files", 0) or 0)
-        summary.decoded = int(build_figures.get("decoded", 0))
-        summary.groups = len(found.result)
-        summary.lower_quality = len(found.lower_quality)
-        summary.counts = dict(found.stats["process"]["search"]["matches_found"])
-        with tempfile.TemporaryDirectory(prefix="dupflow-report-") as local:
-            names = _write_tables(local, found, facts)
-            if config.action == "quarantine":
-                moved, failed, journal = _quarantine(found, config, claim)
-                summary.quarantined, summary.not_moved = moved, failed
-                if journal:
-                    name = os.path.basename(journal)
-                    shutil.copy(journal, os.path.join(local, name))
-                    names.append(name)
-                    _put(journal, _join(_join(state_folder, "journals"), name), so)
-                    summary.journal = _join(report, name)
-            try:  # the HTML is a view of files already written: its failure must not lose them
-                names.append(_write_html(local, found, config))
-            except Exception as exc:
-                log.warning("HTML report not written: %s: %s", type(exc).__name__, exc)
-                summary.message = f"HTML report not written ({type(exc).__name__}: {exc})"
-            summary.report = redact(report)
-            summary.status = "incomplete" if summary.not_moved else "done"
-            with open(os.path.join(local, "summary.json"), "w", encoding="utf-8") as handle:
-                handle.write(summary.to_json() + "\n")
-            for name in [*names, "summary.json"]:
-                _put(os.path.join(local, name), _join(report, name), so)
-    after = fingerprint(config)  # the inputs as this run leaves them (quarantined files gone)
-    payload = {"fingerprint": after, "report": summary.report, "finished": datetime.now().isoformat()}
-    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
-        json.dump(payload, handle)
-    try:
-        _put(handle.name, state_url, so)
-    finally:
-        os.unlink(handle.name)
+    with dif, tempfile.TemporaryDirectory(prefix="dupflow-report-") as local:
+        _summarize(found, summary)
+        names = _write_tables(local, found, facts)
+        if config.action == "quarantine":
+            ops, journal = _quarantine(found, config, claim)
+            summary.quarantined, summary.skipped = ops.get("done", 0), ops.get("skip", 0)
+            summary.not_moved = ops.get("plan", 0) - ops.get("done", 0)  # planned, then failed
+            if journal:
+                name = os.path.basename(journal)
+                shutil.copy(journal, os.path.join(local, name))
+                names.append(name)
+                _put(journal, _join(_join(state_folder, "journals"), name), so)
+                summary.journal = _join(report, name)
+        try:  # the HTML is a view of files already written: its failure must not lose them
+            names.append(_write_html(local, found, config))
+        except Exception as exc:
+            log.warning("HTML report not written: %s: %s", type(exc).__name__, exc)
+            summary.message = f"HTML report not written ({type(exc).__name__}: {exc})"
+        summary.report = redact(report)
+        summary.status = "incomplete" if summary.not_moved else "done"
+        with open(os.path.join(local, "summary.json"), "w", encoding="utf-8") as handle:
+            handle.write(summary.to_json() + "\n")
+        for name in [*names, "summary.json"]:
+            _put(os.path.join(local, name), _join(report, name), so)
+    _save_state(config, summary)
 
 
 def run(config: str | os.PathLike | HygieneConfig) -> Summary:
