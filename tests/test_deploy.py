@@ -246,3 +246,31 @@ def test_daskjob_runs_a_dupflow_search_over_a_bucket_on_the_jobs_cluster():
     validate_build((args.paths,), True, False, True, 50, False, None, {"catalog": args.catalog})
     mounts = {m["mountPath"] for m in container["volumeMounts"]}
     assert args.output_directory in mounts
+
+
+def test_sge_cluster_gets_dupflows_worker_lifetime(tmp_path):
+    """--cluster sge has no deploy/ folder (same knobs as pbs): dupflow's options still reach its jobs."""
+    import dask
+
+    cluster._cluster_class("sge")
+    with dask.config.set(
+        {"jobqueue.sge.cores": 2, "jobqueue.sge.memory": "4GiB", "jobqueue.sge.queue": "all.q"}
+    ):
+        made = cluster.make_cluster(Placement(cluster="sge", lifetime="50m", lifetime_stagger="2m"))
+        try:
+            script = made.job_script()
+        finally:
+            made.close()
+    _bash_syntax_ok(script, tmp_path)
+    assert ["-q", "all.q"] in _directives(script, "#$ ")
+    command = _worker_command(script)
+    assert command[command.index("--lifetime") + 1] == "50m"
+    assert command[command.index("--lifetime-stagger") + 1] == "2m"
+
+
+def test_kubernetes_workers_get_the_lifetime_through_their_environment():
+    options = cluster.cluster_options(Placement(cluster="kubernetes", lifetime="2h", lifetime_stagger="10m"))
+    assert options["env"] == {
+        "DASK_DISTRIBUTED__WORKER__LIFETIME__DURATION": "2h",
+        "DASK_DISTRIBUTED__WORKER__LIFETIME__STAGGER": "10m",
+    }
