@@ -206,6 +206,11 @@ class build:
         return self._listing
 
     @property
+    def catalog(self) -> CatalogRef:
+        """Where this build's thumbnails live (a picklable handle workers open themselves)."""
+        return self._catalog
+
+    @property
     def images(self) -> Decoded:
         """Per listed file: its catalog row, size and summaries, or why it has none."""
         return self._decoded
