@@ -52,22 +52,26 @@ def normalize_input(entry: str) -> str:
     return entry[: len(entry) - len(path)] + os.path.normpath(path) if path else entry
 
 
+def _place(item: Any, error: str) -> str:
+    """One input, folder or file, as dupflow shows it; `error` (given the type's name) when it is none."""
+    if isinstance(item, os.PathLike):
+        item = os.fspath(item)
+    if not isinstance(item, str) or not item:
+        raise ParameterTypeError(error.format(type(item).__name__))
+    return normalize_input(item)
+
+
 def validate_directories(directory: tuple) -> list[str]:
     """Flatten, type-check and normalize the inputs; sorted, as difPy does."""
     if len(directory) == 0:
         raise ParameterError("Invalid directory parameter: no directory provided.")
     flat: list[str] = []
+    error = (
+        "Invalid directory parameter: directories must be of type LIST or STRING (or os.PathLike), got {}."
+    )
     for entry in directory:
         items = entry if isinstance(entry, (list, tuple)) else [entry]
-        for item in items:
-            if isinstance(item, os.PathLike):
-                item = os.fspath(item)
-            if not isinstance(item, str) or not item:
-                raise ParameterTypeError(
-                    "Invalid directory parameter: directories must be of type LIST or "
-                    f"STRING (or os.PathLike), got {type(item).__name__}."
-                )
-            flat.append(normalize_input(item))
+        flat.extend(_place(item, error) for item in items)
     if not flat:
         raise ParameterError("Invalid directory parameter: no directory provided.")
     if len(set(flat)) != len(flat):
@@ -171,16 +175,11 @@ def validate_reference(value: Any, directories: list[str]) -> list[str]:
     if value is None:
         return []
     items = value if isinstance(value, (list, tuple)) else [value]
-    reference = []
-    for item in items:
-        if isinstance(item, os.PathLike):
-            item = os.fspath(item)
-        if not isinstance(item, str) or not item:
-            raise ParameterTypeError(
-                'Invalid value for "reference" parameter: must be a path or URL (STRING or os.PathLike), '
-                f"or a list of them, got {type(item).__name__}."
-            )
-        reference.append(normalize_input(item))
+    error = (
+        'Invalid value for "reference" parameter: must be a path or URL (STRING or os.PathLike), '
+        "or a list of them, got {}."
+    )
+    reference = [_place(item, error) for item in items]
     repeated = sorted({r for r in reference if reference.count(r) > 1 or r in directories})
     if repeated:
         raise ParameterError(

@@ -24,26 +24,26 @@ def private_home(tmp_path_factory):
             os.environ[key] = value
 
 
-@pytest.fixture(scope="session")
-def client():
-    """One real LocalCluster (2 worker processes) shared by the tests that pass scheduler=client."""
+def _shared_cluster(**kwargs):
+    """A real LocalCluster and its Client for the whole session."""
     from distributed import Client, LocalCluster
 
-    cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
+    cluster = LocalCluster(dashboard_address=None, **kwargs)
     with Client(cluster) as c:
         yield c
     cluster.close()
+
+
+@pytest.fixture(scope="session")
+def client():
+    """One real LocalCluster (2 worker processes) shared by the tests that pass scheduler=client."""
+    yield from _shared_cluster(n_workers=2, threads_per_worker=1, processes=True)
 
 
 @pytest.fixture(scope="session")
 def threads():
     """One real LocalCluster of threads in this process: its workers see memory:// files."""
-    from distributed import Client, LocalCluster
-
-    cluster = LocalCluster(n_workers=1, threads_per_worker=2, processes=False, dashboard_address=None)
-    with Client(cluster) as c:
-        yield c
-    cluster.close()
+    yield from _shared_cluster(n_workers=1, threads_per_worker=2, processes=False)
 
 
 @pytest.fixture(scope="session")
