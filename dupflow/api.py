@@ -102,6 +102,8 @@ class build:
         difPy's stats document for the build, with dupflow's own figures under ``"dupflow"``.
     files : Listing
         The listed files, in search order.
+    catalog : CatalogRef
+        Where the thumbnails live.
     images : Decoded
         Per listed file: where its thumbnail lives, its size, or why it could not be decoded.
 
@@ -306,7 +308,7 @@ class build:
     @property
     def _in_process(self) -> bool:
         """memory:// files exist only in this process: local workers must then be threads."""
-        places = [*self._params.directories, self._params.catalog or ""]
+        places = [*self._params.directories, *self._params.reference, self._params.catalog or ""]
         return any(place.startswith("memory://") for place in places)
 
     def _repair(self, shard: str) -> None:
