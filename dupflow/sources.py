@@ -343,5 +343,6 @@ def list_files(
             listing.stamp.append(stamp)
             listing.mtime.append(mtime)
             listing.inputs.append([index])
-    listing.reference = [listing.owner(i) >= len(directories) for i in range(len(listing))]
+    owners = (ins[0] if len(ins) == 1 else listing.owner(i) for i, ins in enumerate(listing.inputs))
+    listing.reference = [owner >= len(directories) for owner in owners]  # after the directories: reference
     return listing
