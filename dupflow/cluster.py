@@ -196,7 +196,9 @@ def _embedded(processes: int, use_processes: bool, dashboard: bool) -> Any:
         options = {**common, "nthreads": processes, "memory_limit": MEMORY_LIMIT}
         worker = {"cls": _worker_class(), "options": options}
         count = 1
-    with _workers_skip_main(), _quiet_logs():
+    with _workers_skip_main(), _quiet_logs(), warnings.catch_warnings():
+        # a dashboard moves off a busy port 8787 by itself: nothing to warn about
+        warnings.filterwarnings("ignore", message="Port .* is already in use")
         return SpecCluster(
             scheduler=scheduler,
             workers={k: worker for k in range(count)},
@@ -370,8 +372,6 @@ class Engine:
         address = dask.config.get("scheduler-address", None)
         if address:
             return self._client(Client, address), "address"
-        # the scheduler's health endpoint moves off a busy port 8787 by itself: nothing to warn about
-        warnings.filterwarnings("ignore", message="Port .* is already in use")
         use_processes = images >= PROCESS_MIN_IMAGES and processes >= PROCESS_MIN_WORKERS
         self._cluster = _embedded(processes, use_processes, where.dashboard)
         try:
