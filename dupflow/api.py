@@ -347,6 +347,12 @@ class build:
         self.close()
 
 
+def _linked(positions: np.ndarray, edges: Edges) -> np.ndarray:
+    """The positions that take part in some match: a reference image without one forms no group, and a
+    large reference need not be ranked."""
+    return positions[np.isin(positions, np.concatenate(edges[:2]))]
+
+
 def _groups(ranking: list[int], edges: Edges, spec: MatchSpec, reference: np.ndarray) -> list:
     """Groups of one scope: threshold 0 gives star edges of equal classes (compare.find_edges)."""
     i, j, sums = edges
@@ -464,7 +470,7 @@ class search:
         per_scope = [
             _groups(
                 quality_order(
-                    np.concatenate([scope.reference, scope.members]),
+                    np.concatenate([_linked(scope.reference, edges), scope.members]),
                     pixels,
                     files.path,
                     files.mtime,
