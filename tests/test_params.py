@@ -8,6 +8,7 @@ import logging
 import os
 import pathlib
 import re
+import textwrap
 
 import pytest
 from imagegen import photo, save
@@ -240,3 +241,28 @@ def test_help_documents_every_parameter(func, options):
     assert set(named) | set(options) <= set(documented)
     assert re.search(r"^(Returns|Attributes)\n-{7,}$", doc, flags=re.M)
     assert "Raises\n------" in doc and "Examples\n--------" in doc and ">>> " in doc
+
+
+def test_search_asks_its_build_through_public_operations(built):
+    """A search reads no private attribute of its build; the build answers match queries itself."""
+    import ast
+
+    from dupflow.compare import MatchSpec
+
+    tree = ast.parse(textwrap.dedent(inspect.getsource(dupflow.search)))
+    reached = sorted(
+        f"{ast.unparse(node.value)}.{node.attr}"
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Attribute)
+        and node.attr.startswith("_")
+        and not node.attr.startswith("__")
+        and ast.unparse(node.value) != "self"
+    )
+    assert reached == []
+    found = built.find_edges(built.scopes(), MatchSpec.from_threshold(built.params.px_size, True, True, 0))
+    ((i, j, sums),) = found.edges  # one scope; a.png and b.png are the same photo
+    paths = sorted(built.files.path[k] for k in (int(i[0]), int(j[0])))
+    assert (
+        len(i) == 1 and sums.tolist() == [0.0] and [os.path.basename(p) for p in paths] == ["a.png", "b.png"]
+    )
+    assert found.shards_repaired == 0
