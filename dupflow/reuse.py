@@ -65,7 +65,9 @@ def trusted_rows(
                     verdict[shard] = shard in present
                 else:
                     rows = [pending[k][0]["row"] for k in keys]
-                    verdict[shard] = catalog.check_shard(shard, rows, [k[0] for k in keys], tensor_values(px_size))
+                    verdict[shard] = catalog.check_shard(
+                        shard, rows, [k[0] for k in keys], tensor_values(px_size)
+                    )
                 if not verdict[shard]:
                     log.warning("catalog shard %s is missing, damaged or foreign: not reused", shard)
             for key in keys:
