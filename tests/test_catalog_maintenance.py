@@ -243,3 +243,45 @@ def test_catalog_maintenance_in_a_bucket(tmp_path, s3, client):
     checked = maintenance.verify(catalog, s3)
     assert checked["sound"] == checked["shards"] == after["shards"] and not checked["missing"]
     assert _figures(_build(f"s3://{bucket}/photos/keep", catalog, client, **options)) == (0, 8)
+
+
+COMPACT = textwrap.dedent("""
+    import json, sys, time
+    from dupflow.catalog import CatalogRef
+    ref = CatalogRef(sys.argv[1], json.loads(sys.argv[3]))
+    while time.time() < float(sys.argv[2]):  # both processes start compacting at the same moment
+        time.sleep(0.0005)
+    print("MERGED", ref.compact_index(most=4))
+""")
+
+
+def test_two_processes_compacting_a_bucket_catalog_at_once(tmp_path, s3, client):
+    import s3fs
+
+    fs = s3fs.S3FileSystem(skip_instance_cache=True, **s3)
+    bucket = f"dupflow-{uuid.uuid4().hex[:12]}"
+    fs.call_s3("create_bucket", Bucket=bucket)
+    folder = _photos(tmp_path / "imgs", 20, seed=3)
+    ref = _ref(_build(folder, f"s3://{bucket}/catalog", client, storage_options=s3), s3)
+    rows = ref.read_index()
+    for _ in range(2):  # every row twice, one index file each, as if from many runs
+        for k in range(rows.num_rows):
+            ref.write_index(rows.slice(k, 1))
+    script = tmp_path / "compact.py"
+    script.write_text(COMPACT)
+    start = str(time.time() + 4)
+    jobs = [
+        subprocess.Popen(
+            [sys.executable, str(script), ref.url, start, json.dumps(s3)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(2)
+    ]
+    outs = [job.communicate(timeout=120) for job in jobs]
+    assert all(job.returncode == 0 for job in jobs), [err.decode()[-1500:] for _, err in outs]
+    assert sorted(out.decode().split()[-1] for out, _ in outs) == ["False", "True"]
+    assert len(ref.index_files()) == 1
+    index = ref.read_index()
+    assert index.num_rows == 20 == len(set(index.column("url").to_pylist()))
+    assert _figures(_build(folder, f"s3://{bucket}/catalog", client, storage_options=s3)) == (0, 20)
