@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 
+import pytest
 from imagegen import photo, save
 
 import dupflow
@@ -219,6 +220,7 @@ def _indexed_urls(catalog):
     return {u for p in glob.glob(f"{catalog}/*/index/*.parquet") for u in pq.read_table(p)["url"].to_pylist()}
 
 
+@pytest.mark.slow
 def test_an_interrupted_first_build_keeps_the_partitions_it_finished(tmp_path, client):
     folder = _photos(tmp_path / "imgs", 600)
     catalog = str(tmp_path / "cat")

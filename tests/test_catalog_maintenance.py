@@ -114,6 +114,7 @@ GC_LOOP = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_gc_is_safe_while_a_build_writes_into_the_catalog(tmp_path, client, catalog):
     gone = _photos(tmp_path / "gone", 20, seed=2)
     _build(gone, catalog, client)
@@ -210,6 +211,7 @@ def s3():
     server.stop()
 
 
+@pytest.mark.slow
 def test_catalog_maintenance_in_a_bucket(tmp_path, s3, client):
     import s3fs
 
@@ -255,6 +257,7 @@ COMPACT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow
 def test_two_processes_compacting_a_bucket_catalog_at_once(tmp_path, s3, client):
     import s3fs
 
