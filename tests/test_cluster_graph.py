@@ -114,7 +114,7 @@ if __name__ == "__main__":
             t0 = time.perf_counter()
             measured = plan(size, threshold, same_dim)
             print(
-                f"| {size:,} | {label} | {measured.tasks:,} | {measured.graph_bytes / 2**20:,.1f} MiB "
+                f"| {size:,} | {label} | {measured.tasks:,} | {measured.graph_bytes:,} B "
                 f"| {measured.graph_bytes / size:,.0f} B | {size * 7500 / 2**30:,.1f} GiB |"
                 f"  ({time.perf_counter() - t0:.1f} s to plan)",
                 flush=True,
