@@ -38,6 +38,10 @@ def _create(fs, path: str, data: bytes) -> bool:
         fs.pipe_file(path, data, mode="create")
     except FileExistsError:
         return False
+    except TypeError:  # a driver without exclusive create: check, then write (not atomic; see above)
+        if fs.exists(path):
+            return False
+        fs.pipe_file(path, data)
     return True
 
 
