@@ -294,3 +294,30 @@ def test_compaction_tolerates_files_vanishing_under_it(tmp_path, client, catalog
     assert _figures(_build(folder, catalog, client)) == (0, 33, 0)
     assert ref.compact_index(most=1)  # the next compaction merges the duplicates
     assert ref.read_index().num_rows == 33
+
+
+DIE_HOLDING = textwrap.dedent("""
+    import os, sys
+    from dupflow.lease import hold
+    from dupflow.sources import filesystem
+    fs, path = filesystem(sys.argv[1], {})
+    with hold(fs, path, seconds=float(sys.argv[2])) as held:
+        print("HELD", held, flush=True)
+        os._exit(0)  # dies holding it, as a killed job would
+""")
+
+
+def test_a_lease_left_by_a_dead_process_expires(tmp_path):
+    from dupflow.lease import hold
+    from dupflow.sources import filesystem
+
+    path = str(tmp_path / "maintenance.lease")
+    out = subprocess.run([sys.executable, "-c", DIE_HOLDING, path, "1.5"], capture_output=True, text=True)
+    assert "HELD True" in out.stdout, out.stderr[-1500:]
+    fs, _ = filesystem(path, {})
+    with hold(fs, path) as held:
+        assert not held  # still within its time
+    time.sleep(1.6)
+    with hold(fs, path) as held:
+        assert held  # expired: taken over
+    assert not os.path.exists(path)  # and given back
