@@ -223,7 +223,7 @@ def test_report_command_from_the_output_folder(browser, searched, tmp_path):
 
 
 def _synthetic_report(groups: int, seed: int = 0) -> dict:
-    """collect()'s data shape with `groups` groups of 2-4 files, each file with its own small JPEG thumbnail."""
+    """collect()'s data shape: `groups` groups of 2-4 files, each file with its own small JPEG thumbnail."""
     rng = random.Random(seed)
     files, thumbs, rows = [], [], []
     pixels = np.random.default_rng(seed).integers(0, 255, (48, 64, 3), dtype=np.uint8)
@@ -299,7 +299,7 @@ def test_ten_thousand_groups_open_fast(browser, tmp_path):
     assert not page.errors, page.errors
     page.close()
     print(
-        f"\n10,000-group report: {megabytes:.1f} MiB, {len(data['files'])} thumbnails; opened in {opened:.2f} s, "
-        f"filter {filtered * 1000:.0f} ms, next page {paged * 1000:.0f} ms"
+        f"\n10,000-group report: {megabytes:.1f} MiB, {len(data['files'])} thumbnails; "
+        f"opened in {opened:.2f} s, filter {filtered * 1000:.0f} ms, next page {paged * 1000:.0f} ms"
     )
     assert opened < 30  # generous: a 2-core CI machine shared with other jobs
