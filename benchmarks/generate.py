@@ -136,10 +136,13 @@ def _copy_format(kind: str, fmt: str) -> str:
     return fmt
 
 
-def plan(n: int, seed: int, dup_fraction: float = DUP_FRACTION, small: bool = False) -> list[Original]:
+def plan(
+    n: int, seed: int, dup_fraction: float = DUP_FRACTION, small: bool = False, shrink: int = 1
+) -> list[Original]:
     """Draw the whole dataset (sizes, formats, qualities, planted copies) from one seeded generator.
 
     small: originals from SMALL_SIZES only (the draw sequence is the same, only the size table differs).
+    shrink: every original's sides divided by this (at least 8 px): cheap sets for catalog-built series.
     """
     if n < 1:
         raise ValueError("n must be >= 1")
@@ -159,6 +162,7 @@ def plan(n: int, seed: int, dup_fraction: float = DUP_FRACTION, small: bool = Fa
     originals = []
     for i in range(n_orig):
         w, h, _ = sizes[size_idx[i]]
+        w, h = max(8, w // shrink), max(8, h // shrink)
         fmt = "PNG" if is_png[i] else "JPEG"
         originals.append(
             (
@@ -309,7 +313,9 @@ def ground_truth(originals: Iterable[Original]) -> list[dict]:
     return sorted(pairs, key=lambda p: p["b"])
 
 
-def describe(originals: list[Original], n: int, seed: int, dup_fraction: float, small: bool = False) -> dict:
+def describe(
+    originals: list[Original], n: int, seed: int, dup_fraction: float, small: bool = False, shrink: int = 1
+) -> dict:
     """The dataset.json document: parameters and counts (no timings, so the file is deterministic).
 
     A --small dataset has "sizes": "small"; a full one has no "sizes" field (its dataset.json is unchanged).
@@ -323,6 +329,8 @@ def describe(originals: list[Original], n: int, seed: int, dup_fraction: float, 
     info = {"generator_version": GENERATOR_VERSION, "n": n, "seed": seed, "dup_fraction": dup_fraction}
     if small:
         info["sizes"] = "small"
+    if shrink > 1:
+        info["shrink"] = shrink
     return {
         **info,
         "originals": len(originals),
@@ -343,11 +351,12 @@ def generate(
     processes: int = 2,
     progress: bool = False,
     small: bool = False,
+    shrink: int = 1,
 ) -> dict:
     """Generate the dataset into out_dir (which must be empty or missing); return dataset.json's content."""
     if os.path.isdir(out_dir) and os.listdir(out_dir):
         raise FileExistsError(f"{out_dir} is not empty")
-    originals = plan(n, seed, dup_fraction, small)
+    originals = plan(n, seed, dup_fraction, small, shrink)
     os.makedirs(out_dir, exist_ok=True)
     # biggest first so a rare 4000x3000 does not end up alone at the tail of the pool
     jobs = sorted(((out_dir, seed, o) for o in originals), key=lambda j: -j[2].width * j[2].height)
@@ -358,7 +367,7 @@ def generate(
             done += 1
             if progress and done % 1000 == 0:
                 print(f"  {done}/{len(jobs)} originals", file=sys.stderr)
-    info = describe(originals, n, seed, dup_fraction, small)
+    info = describe(originals, n, seed, dup_fraction, small, shrink)
     with open(os.path.join(out_dir, "ground_truth.json"), "w", encoding="utf-8") as handle:
         json.dump(ground_truth(originals), handle, indent=1)
     with open(os.path.join(out_dir, "dataset.json"), "w", encoding="utf-8") as handle:
@@ -366,18 +375,20 @@ def generate(
     return {**info, "bytes": written}
 
 
-def dataset_key(n: int, seed: int = 0, small: bool = False) -> str:
-    """The cache folder name of a dataset: N_seed, or N_seed_small for a --small one."""
-    return f"{n}_{seed}_small" if small else f"{n}_{seed}"
+def dataset_key(n: int, seed: int = 0, small: bool = False, shrink: int = 1) -> str:
+    """The cache folder name of a dataset: N_seed, N_seed_small for a --small one, _sK with --shrink K."""
+    return (f"{n}_{seed}_small" if small else f"{n}_{seed}") + (f"_s{shrink}" if shrink > 1 else "")
 
 
-def cached_dataset(cache_root: str, n: int, seed: int = 0, processes: int = 2, small: bool = False) -> str:
+def cached_dataset(
+    cache_root: str, n: int, seed: int = 0, processes: int = 2, small: bool = False, shrink: int = 1
+) -> str:
     """The folder cache_root/N_seed (N_seed_small with small) holding the dataset, generated first if missing or stale.
 
     A dataset is reused only when its dataset.json names the same n, seed, sizes and GENERATOR_VERSION (and the
     default dup fraction); it is built in a '.partial' folder and renamed, so an interrupted run is never reused.
     """
-    folder = os.path.join(cache_root, dataset_key(n, seed, small))
+    folder = os.path.join(cache_root, dataset_key(n, seed, small, shrink))
     meta = os.path.join(folder, "dataset.json")
     if os.path.isfile(meta):
         with open(meta, encoding="utf-8") as handle:
@@ -388,7 +399,8 @@ def cached_dataset(cache_root: str, n: int, seed: int = 0, processes: int = 2, s
             info.get("seed"),
             info.get("dup_fraction"),
             info.get("sizes", "all"),
-        ) == (GENERATOR_VERSION, n, seed, DUP_FRACTION, "small" if small else "all"):
+            info.get("shrink", 1),
+        ) == (GENERATOR_VERSION, n, seed, DUP_FRACTION, "small" if small else "all", shrink):
             return folder
         shutil.rmtree(folder)  # a dataset of ours from another generator version
     elif os.path.exists(folder):
@@ -400,7 +412,7 @@ def cached_dataset(cache_root: str, n: int, seed: int = 0, processes: int = 2, s
         f"generating {n} images (seed {seed}{', small sizes' if small else ''}) into {folder} ...",
         file=sys.stderr,
     )
-    generate(partial, n, seed, processes=processes, progress=True, small=small)
+    generate(partial, n, seed, processes=processes, progress=True, small=small, shrink=shrink)
     os.rename(partial, folder)
     print(f"  done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return folder
@@ -424,6 +436,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="originals in the four smallest sizes only (320x240, 240x320, 480x360, 360x480)",
     )
+    ap.add_argument(
+        "--shrink",
+        type=int,
+        default=1,
+        help="divide every original's sides by this (catalog-built series read 50x50 thumbnails only)",
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
@@ -435,6 +453,7 @@ def main(argv: list[str] | None = None) -> int:
             args.processes,
             progress=True,
             small=args.small,
+            shrink=args.shrink,
         )
     except (FileExistsError, ValueError) as exc:
         print(f"generate.py: error: {exc}", file=sys.stderr)

@@ -23,13 +23,13 @@ from .catalog import GRID_DTYPE, CatalogRef
 from .cluster import Engine
 from .ingest import Decoded
 
-BLOCK_BYTES = 16 * 2**20  # tensor bytes per block: bounds a worker's memory, not the number of images
 VERIFY_IMAGES = 4096  # images checked per hash-join task
 VERIFY_SLICE = 1024  # rows compared with a class head at once
+VERIFY_COPIES = 3  # a verify task's bytes per image: its tensor, a slice's comparison, the head's turns
 
 Edges = tuple[np.ndarray, np.ndarray, np.ndarray]
 
-__all__ = ["BLOCK_BYTES", "Edges", "MatchSpec", "Scope", "block_size", "expand_stars", "find_edges"]
+__all__ = ["Edges", "MatchSpec", "Scope", "block_size", "expand_stars", "find_edges"]
 
 
 @dataclass(frozen=True)
@@ -85,10 +85,11 @@ class Rows:
 
 
 def block_size(px_size: int, chunksize: int | None) -> int:
-    """Images per block: the user's chunksize, or as many as fit BLOCK_BYTES."""
+    """Images per block: the user's chunksize, or as many as keep a block pair's task within
+    kernels.TASK_BYTES, float64 temporaries included (1 image at px_size 5000, 1,903 at 50)."""
     if chunksize is not None:
         return chunksize
-    return int(np.clip(BLOCK_BYTES // kernels.tensor_values(px_size), 16, 4096))
+    return kernels.block_images(px_size)
 
 
 def _rows(decoded: Decoded, positions: list[int]) -> Rows:
@@ -125,18 +126,23 @@ def _load_grids(catalog: CatalogRef, rows: Rows, px: int) -> np.ndarray:
 # ---- threshold 0: hash join -------------------------------------------------------------------
 
 
-def _split_equal(tensors: np.ndarray, px: int, rotate: bool) -> list[list[int]]:
-    """Partition rows into classes of tensors equal up to a quarter turn (or exactly equal), each class
-    in row order (so its first row is its head); vectorized, in slices that bound the memory."""
-    left = np.arange(len(tensors))
+def _split_equal(
+    fetch: Callable[[np.ndarray], np.ndarray], n: int, px: int, rotate: bool, step: int
+) -> list[list[int]]:
+    """Partition rows 0..n-1 into classes of tensors equal up to a quarter turn (or exactly equal), each
+    class in row order (so its first row is its head); `fetch` gives the tensors of some rows, asked for
+    `step` rows at a time, so memory stays bounded however large a class is."""
+    left = np.arange(n)
     classes = []
     while len(left):
         head, rest = left[0], left[1:]
+        forms = kernels.rotations(fetch(left[:1]), px, rotate)
         same = np.zeros(len(rest), dtype=bool)
-        for form in kernels.rotations(tensors[head : head + 1], px, rotate):
-            for start in range(0, len(rest), VERIFY_SLICE):
-                part = slice(start, start + VERIFY_SLICE)
-                same[part] |= (tensors[rest[part]] == form[0]).all(axis=1)
+        for start in range(0, len(rest), step):
+            part = slice(start, start + step)
+            tensors = fetch(rest[part])
+            for form in forms:
+                same[part] |= (tensors == form[0]).all(axis=1)
         classes.append([int(head)] + rest[same].tolist())
         left = rest[~same]
     return classes
@@ -146,11 +152,21 @@ def _verify(
     catalog: CatalogRef, rows: Rows, sizes: list[tuple[int, int]], px: int, rotate: bool
 ) -> list[list[int]]:
     """Check hash classes (size, members among them, members first) tensor by tensor; returns the
-    classes of really equal images holding a member (positions, a member first)."""
-    tensors = _load(catalog, rows)
+    classes of really equal images holding a member (positions, a member first). A batch that fits in
+    memory is read at once; a class too large for that (one batch alone) is read in slices."""
+    fits = kernels.images_per_task(px, VERIFY_COPIES, VERIFY_IMAGES)
+    if len(rows.members) <= fits:
+        tensors = _load(catalog, rows)
+        step = VERIFY_SLICE
+    else:
+        step = max(1, fits // 2)
     out, start = [], 0
     for size, n_members in sizes:
-        for part in _split_equal(tensors[start : start + size], px, rotate):
+        if len(rows.members) <= fits:
+            fetch = lambda picks, base=start: tensors[base + picks]  # noqa: E731
+        else:
+            fetch = lambda picks, base=start: _load(catalog, rows.subset(base + picks))  # noqa: E731
+        for part in _split_equal(fetch, size, px, rotate, step):
             if len(part) > 1 and part[0] < n_members:
                 out.append([int(rows.members[start + k]) for k in part])
         start += size
@@ -194,7 +210,7 @@ def _duplicate_tasks(
         batch.extend(cls)
         sizes.append((len(cls), int(is_member[cls].sum())))
         images += len(cls)
-        if len(batch) >= VERIFY_IMAGES:
+        if len(batch) >= kernels.images_per_task(spec.px, VERIFY_COPIES, VERIFY_IMAGES):
             flush()
             batch, sizes = [], []
     if batch:

@@ -14,6 +14,7 @@ from typing import Callable
 import dask.bag as db
 import numpy as np
 
+from . import kernels
 from .catalog import CatalogRef
 from .cluster import Engine
 from .decode import DecoderSettings
@@ -72,7 +73,9 @@ def ingest(
     fresh: dict[str, dict] = {}
     if todo:
         cluster = engine(len(todo))
-        parts = max(math.ceil(len(todo) / SHARD_FILES), min(len(todo), 4 * cluster.workers))
+        # a partition holds about 8 copies of each tensor (list, stack, turns, Parquet): sized by bytes
+        per_shard = kernels.images_per_task(px_size, 8, SHARD_FILES)
+        parts = max(math.ceil(len(todo) / per_shard), min(len(todo), 4 * cluster.workers))
         bag = db.from_sequence(todo, npartitions=parts).map_partitions(
             decode_partition, catalog, storage_options, px_size, mode, settings
         )

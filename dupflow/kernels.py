@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from fractions import Fraction
+from typing import Iterator
 
 import numpy as np
 
@@ -23,6 +24,29 @@ def tensor_values(px: int) -> int:
     return 3 * px * px
 
 
+TASK_BYTES = 192 * 2**20  # tensors, turned copies and float64 temporaries one task may hold at once
+FLOAT_BYTES = 32 * 2**20  # float64 work arrays, cut into column slices whatever the px_size
+
+
+def images_per_task(px: int, copies: float, most: int) -> int:
+    """How many px x px x 3 tensors one task may hold when each costs `copies` times its own bytes
+    (stacks, turned copies, Parquet buffers): at least 1, at most `most`, whatever the px_size."""
+    return int(min(most, max(1, TASK_BYTES // (copies * tensor_values(px)))))
+
+
+def block_images(px: int, most: int = 4096) -> int:
+    """Images per block so that one block pair fits TASK_BYTES: per image, its tensor in both blocks and
+    four turned copies (6 tensors' bytes), plus the dense path's four float64 s x s matrices."""
+    d = tensor_values(px)
+    s = (math.sqrt(36.0 * d * d + 128.0 * TASK_BYTES) - 6.0 * d) / 64.0  # 6 d s + 32 s^2 = TASK_BYTES
+    return int(min(most, max(1, s)))
+
+
+def _column_step(rows: int) -> int:
+    """Columns per slice so that `rows` float64 rows of a slice stay within FLOAT_BYTES."""
+    return max(1, FLOAT_BYTES // (8 * max(1, rows)))
+
+
 def match_limit(threshold: float, d: int) -> float:
     """The largest integer S with S / d <= threshold, decided in exact rational arithmetic."""
     if math.isinf(threshold):
@@ -32,25 +56,44 @@ def match_limit(threshold: float, d: int) -> float:
 
 def rotations(block: np.ndarray, px: int, rotate: bool) -> list[np.ndarray]:
     """The block (n x d, rows are px x px x 3 tensors) turned by 0, 90, 180, 270 degrees, or just 0."""
+    return list(turns(block, px, rotate))
+
+
+def turns(block: np.ndarray, px: int, rotate: bool) -> Iterator[np.ndarray]:
+    """The same turns as rotations, one at a time (one turned copy of the block in memory at once)."""
     if not rotate:
-        return [block]
+        yield block
+        return
     cube = block.reshape(-1, px, px, 3)
-    return [np.ascontiguousarray(np.rot90(cube, k, axes=(1, 2))).reshape(len(block), -1) for k in range(4)]
+    for k in range(4):
+        yield np.ascontiguousarray(np.rot90(cube, k, axes=(1, 2))).reshape(len(block), -1)
 
 
 def squared_norms(block: np.ndarray) -> np.ndarray:
-    """|a|^2 per row, exact, as float64."""
-    wide = block.astype(np.float64)
-    return np.einsum("ij,ij->i", wide, wide)
+    """|a|^2 per row, exact, as float64 (in column slices: no full float64 copy of the block)."""
+    out = np.zeros(len(block))
+    step = _column_step(len(block))
+    for start in range(0, block.shape[1], step):
+        wide = block[:, start : start + step].astype(np.float64)
+        out += np.einsum("ij,ij->i", wide, wide)
+    return out
 
 
 def pair_sums(a: np.ndarray, b: np.ndarray, px: int, rotate: bool) -> np.ndarray:
-    """S[i, j] = min over rotations of b[j] of sum((a[i] - rot(b[j]))^2); exact integers in float64."""
-    a64 = a.astype(np.float64)
+    """S[i, j] = min over rotations of b[j] of sum((a[i] - rot(b[j]))^2); exact integers in float64.
+
+    The products run over column slices, so float64 copies never exceed FLOAT_BYTES (every partial sum is
+    an integer below 2^53, so slicing changes no bit of the result).
+    """
     norms = squared_norms(a)[:, None] + squared_norms(b)[None, :]
+    step = _column_step(len(a) + len(b))
     best = None
-    for turned in rotations(b, px, rotate):
-        sums = norms - 2.0 * (a64 @ turned.astype(np.float64).T)
+    for turned in turns(b, px, rotate):
+        dots = np.zeros((len(a), len(b)))
+        for start in range(0, a.shape[1], step):
+            cols = slice(start, start + step)
+            dots += a[:, cols].astype(np.float64) @ turned[:, cols].astype(np.float64).T
+        sums = norms - 2.0 * dots
         best = sums if best is None else np.minimum(best, sums, out=best)
     return best
 
@@ -130,12 +173,16 @@ def window_pairs(mean_a: np.ndarray, mean_b: np.ndarray, radius: float) -> tuple
 
 
 def _exact_sums(a: np.ndarray, turned: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
-    """sum((a[i] - turned[j])^2) per pair, exact in float64, in memory-bounded chunks."""
-    out = np.empty(len(i), dtype=np.float64)
-    step = max(1, (1 << 23) // a.shape[1])
-    for start in range(0, len(i), step):
-        diff = a[i[start : start + step]].astype(np.float64) - turned[j[start : start + step]]
-        out[start : start + step] = np.einsum("ij,ij->i", diff, diff)
+    """sum((a[i] - turned[j])^2) per pair, exact in float64, in memory-bounded row and column slices."""
+    out = np.zeros(len(i), dtype=np.float64)
+    rows = max(1, min(len(i), (1 << 23) // a.shape[1]))
+    step = _column_step(rows)
+    for start in range(0, len(i), rows):
+        ii, jj = i[start : start + rows], j[start : start + rows]
+        for col in range(0, a.shape[1], step):
+            cols = slice(col, col + step)
+            diff = a[ii, cols].astype(np.float64) - turned[jj, cols]
+            out[start : start + rows] += np.einsum("ij,ij->i", diff, diff)
     return out
 
 
@@ -192,7 +239,7 @@ def exact_matches(
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Exact S = min over the live turns of sum((a[i] - turn(b[j]))^2); keep the pairs within the limit."""
     best = np.full(len(i), np.inf)
-    for k, turned in enumerate(rotations(b, px, alive.shape[1] > 1)):
+    for k, turned in enumerate(turns(b, px, alive.shape[1] > 1)):
         idx = np.nonzero(alive[:, k])[0]
         if len(idx):
             best[idx] = np.minimum(best[idx], _exact_sums(a, turned, i[idx], j[idx]))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -189,6 +190,32 @@ def test_class_groups_equal_greedy_groups_over_every_pair():
             ranking.sort(key=lambda p: not ref[p])  # reference images first, as quality_order ranks them
         got, want = class_groups(ranking, star[0], star[1], ref), greedy_groups(ranking, *every)
         assert [(p, sorted(t)) for p, t in got] == [(p, sorted(t)) for p, t in want]  # taken: any order
+
+
+@pytest.mark.parametrize("px", [1000, 2000])
+def test_block_size_bounds_a_block_pairs_bytes(px):
+    """At the computed block size, a block pair's whole task (both blocks, turned copies, float64
+    temporaries, the dense path's matrices) stays within kernels.TASK_BYTES."""
+    size, d = block_size(px, None), 3 * px * px
+    assert 1 < size < kernels.block_images(10)  # sized by bytes, not a fixed count
+    rng = np.random.default_rng(px)
+    a = rng.integers(0, 256, (size, d), dtype=np.uint8)
+    b = a.copy()
+    b[::2] = np.clip(b[::2].astype(np.int16) + rng.integers(-2, 3, b[::2].shape), 0, 255)
+    held = a.nbytes + b.nbytes  # what the task has loaded before it computes
+    limit = float(4 * d)
+    rows = np.repeat(np.arange(size), 2)  # pruned path: each row against two rows, every turn in doubt
+    alive = np.ones((2 * size, 4), bool)
+    for run in (
+        lambda: kernels.block_matches(a, b, px, True, limit),  # dense: one product per turn
+        lambda: kernels.exact_matches(a, b, px, limit, rows, (rows + np.tile([0, 1], size)) % size, alive),
+    ):
+        tracemalloc.start()
+        i, j, sums = run()
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        assert held + peak <= kernels.TASK_BYTES, (px, size, held + peak)
+        assert len(i) >= size // 2  # the identical rows match: the work really ran
 
 
 def _jpeg(seed: int, width: int, height: int) -> bytes:
