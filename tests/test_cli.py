@@ -114,6 +114,9 @@ def test_help_and_version(tmp_path):
         "--catalog",
         "--scheduler",
         "--storage-options",
+        "--keep",
+        "--format",
+        "--report",
     ):
         assert re.search(rf"(^|[\s\[,]){re.escape(flag)}[\s,\]]", shown.stdout), flag
     version = dupflow_cmd(tmp_path, "--version")
