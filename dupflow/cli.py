@@ -63,9 +63,12 @@ def search_parser(prog: str = "dupflow") -> argparse.ArgumentParser:
         "  dupflow -D photos/ archive/ -s similar  near-duplicates across two folders\n"
         "  dupflow s3://bucket/raw --storage-options '{\"anon\": false}' -Z report/\n"
         "  dupflow photos/ -mv quarantine/         move lower-quality copies (journaled)\n"
+        "  dupflow photos/ -Z out/ --report out/report.html   the groups as one HTML page\n"
+        "  dupflow report out/ -o report.html      the HTML report of the latest run in out/\n"
         "  dupflow undo ~/.local/state/dupflow/journals/dupflow_..._move.jsonl\n\n"
         "Writes dupflow_<timestamp>_results.json, _lower_quality.json and _stats.json "
-        "to the output folder.\nExit status: 0 done, 1 failed, 2 bad usage.",
+        "(and _matches.csv/.parquet with --format)\nto the output folder, never over an earlier run's.\n"
+        "Exit status: 0 done, 1 failed (undo: nothing restored), 2 bad usage.",
     )
     p.add_argument("paths", nargs="*", metavar="PATH", help="folders, files or fsspec URLs to search")
     p.add_argument(
@@ -585,7 +588,7 @@ def run_catalog(argv: Sequence[str]) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: `dupflow [search] PATH ... [flags]` or `dupflow undo JOURNAL`."""
+    """Entry point: `dupflow [search] PATH ... [flags]`, `dupflow report RESULTS`, `dupflow undo JOURNAL`."""
     argv = list(sys.argv[1:] if argv is None else argv)
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("dupflow: %(message)s"))
