@@ -218,16 +218,21 @@ class CatalogRef:
 
     def index_files(self) -> list[str]:
         """The index files' paths, oldest first (listed afresh)."""
+        return list(self._index_sizes())
+
+    def _index_sizes(self) -> dict[str, int]:
+        """{index file path: bytes}, oldest first (listed afresh)."""
         fs, base = self.fs()
         fs.invalidate_cache(f"{base}/index")  # another process may have added files since we last looked
         try:
-            return sorted(
-                p
-                for p in fs.ls(f"{base}/index", detail=False)
-                if p.endswith(".parquet") and not p.rsplit("/", 1)[-1].startswith(".")
-            )
+            entries = fs.ls(f"{base}/index", detail=True)
         except FileNotFoundError:
-            return []
+            return {}
+        return {
+            e["name"]: int(e.get("size") or 0)
+            for e in sorted(entries, key=lambda e: e["name"])
+            if e["name"].endswith(".parquet") and not e["name"].rsplit("/", 1)[-1].startswith(".")
+        }
 
     def read_index_files(self, names: list[str]) -> tuple[list[pa.Table], list[str], list[str]]:
         """The tables of these index files, the names read, and the names gone (compacted away meanwhile)."""
@@ -270,16 +275,21 @@ class CatalogRef:
     def compact_index(self, most: int = 32) -> bool:
         """Merge the index files into one once there are more than `most` (each decode partition adds one).
 
+        Size-tiered, so a big catalog is not rewritten on every run: the oldest file stays out of the merge
+        while it holds more than half the bytes (the base; the newer files merge beside it).
         One process at a time (the lease); another run's files vanishing meanwhile are skipped, duplicate
         rows are merged into one, and only files whose rows went into the merged file are removed, after it
         is written: a reader sees every row at least once. True if this call merged.
         """
-        if len(self.index_files()) <= most:
+        if len(self._index_sizes()) <= most:
             return False
         with self.lease() as held:
-            names = self.index_files() if held else []
-            if len(names) <= most:
+            sizes = self._index_sizes() if held else {}
+            if len(sizes) <= most:
                 return False
+            names = list(sizes)
+            if 2 * sizes[names[0]] > sum(sizes.values()):
+                names = names[1:]
             tables, read, _ = self.read_index_files(names)
             self.replace_index(tables, read)
             return True

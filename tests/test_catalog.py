@@ -10,6 +10,7 @@ import sys
 import textwrap
 import time
 
+import pyarrow as pa
 import pytest
 from imagegen import photo, save
 
@@ -258,11 +259,11 @@ def _many_index_files(tmp_path, client, catalog, copies):
     for _ in range(copies):
         for k in range(rows.num_rows):
             ref.write_index(rows.slice(k, 1))
-    return folder, ref
+    return folder, ref, rows
 
 
 def test_two_processes_compacting_at_once(tmp_path, client, catalog):
-    folder, ref = _many_index_files(tmp_path, client, catalog, copies=4)
+    folder, ref, rows = _many_index_files(tmp_path, client, catalog, copies=4)
     assert len(ref.index_files()) == 132
     script = tmp_path / "compact.py"
     script.write_text(COMPACT)
@@ -285,7 +286,7 @@ def test_two_processes_compacting_at_once(tmp_path, client, catalog):
 
 
 def test_compaction_tolerates_files_vanishing_under_it(tmp_path, client, catalog):
-    folder, ref = _many_index_files(tmp_path, client, catalog, copies=1)
+    folder, ref, rows = _many_index_files(tmp_path, client, catalog, copies=1)
     names = ref.index_files()
     tables, read, _ = ref.read_index_files(names)  # a compaction that lost its lease midway, say
     assert ref.compact_index(most=4)  # another one merges and removes those files meanwhile
@@ -321,3 +322,22 @@ def test_a_lease_left_by_a_dead_process_expires(tmp_path):
     with hold(fs, path) as held:
         assert held  # expired: taken over
     assert not os.path.exists(path)  # and given back
+
+
+def test_compaction_leaves_a_big_base_file_alone(tmp_path, client, catalog):
+    folder, ref, rows = _many_index_files(tmp_path, client, catalog, copies=0)
+    others = [  # rows of many other files, as a merged index of a big catalog holds
+        rows.set_column(0, "url", pa.array([f"/elsewhere/{k}/{u}" for u in rows.column("url").to_pylist()]))
+        for k in range(100)
+    ]
+    base = ref.write_index(pa.concat_tables([rows, *others]))  # as an earlier compaction left it
+    for k in range(5):  # then five runs' partitions
+        ref.write_index(rows.slice(k, 1))
+    assert ref.compact_index(most=4)
+    files = ref.index_files()
+    assert len(files) == 2 and files[0].endswith(base)  # the base kept, the small files merged beside it
+    assert _figures(_build(folder, catalog, client)) == (0, 33, 0)
+    for k in range(400):  # many more small files, now outweighing the base: everything merges
+        ref.write_index(rows.slice(k % 33, 1))
+    assert ref.compact_index(most=4) and len(ref.index_files()) == 1
+    assert ref.read_index().num_rows == 33 * 101
