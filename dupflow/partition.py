@@ -20,22 +20,9 @@ READ_BATCH = 16  # files fetched per request round within a partition
 
 def _empty_row(url: str, size: int, stamp: str) -> dict:
     """An index row with nothing decoded yet (`cache`: whether the outcome may be recorded for reuse)."""
-    row = dict.fromkeys(
-        (
-            "shard",
-            "row",
-            "width",
-            "height",
-            "hash",
-            "hash_turned",
-            "sum_r",
-            "sum_g",
-            "sum_b",
-            "error",
-            "decoder",
-        )
-    )
-    return {"url": url, "size": size, "stamp": stamp, **row, "cache": True}
+    row = dict.fromkeys(INDEX_SCHEMA.names)
+    row.update(url=url, size=size, stamp=stamp, cache=True)
+    return row
 
 
 def decode_partition(
