@@ -22,6 +22,9 @@ from .outputs import find_run, flat_groups, folder_of, human_bytes
 from .sources import is_remote, local_path, redact
 from .thumbnails import THUMB_PX, Thumb, thumbnails
 
+LARGE_REPORT_FILES = 10_000  # above this many files, smaller thumbnails
+SMALL_THUMB_PX = 128
+
 __all__ = ["collect", "journal_events", "render_html", "report_from_outputs", "write_report"]
 
 
@@ -61,7 +64,7 @@ def collect(
     storage_options: dict | None = None,
     scheduler: Any = None,
     show_progress: bool = False,
-    side: int = THUMB_PX,
+    side: int | None = None,
 ) -> dict[str, Any]:
     """Everything the report shows, as plain JSON-able data (thumbnails made on the cluster).
 
@@ -76,8 +79,9 @@ def collect(
         fsspec options to read bucket objects with.
     scheduler : str or distributed.Client, optional
         Where thumbnails are made; None starts local threads for the call.
-    side : int
-        Longest thumbnail side in pixels.
+    side : int, optional
+        Longest thumbnail side in pixels; by default THUMB_PX, or SMALL_THUMB_PX when the report shows
+        more than LARGE_REPORT_FILES files (half the bytes, so a huge report still opens quickly).
 
     Returns
     -------
@@ -104,6 +108,8 @@ def collect(
         candidates.append(_url(path))  # moved and then undone: it is back in its old place
         where[path] = candidates
         wanted.extend(candidates)
+    if side is None:
+        side = THUMB_PX if len(paths) <= LARGE_REPORT_FILES else SMALL_THUMB_PX
     thumbs = thumbnails(wanted, storage_options, scheduler, side, show_progress)
     files, uris = [], {}
     for path in paths:

@@ -134,3 +134,20 @@ def test_report_command_usage_errors(tmp_path, args, message):
     assert (
         done.stderr.startswith("dupflow: error: ") and message in done.stderr and done.stderr.count("\n") == 1
     )
+
+
+def test_huge_reports_get_smaller_thumbnails(tmp_path, monkeypatch):
+    import base64
+
+    from dupflow import report
+
+    a = save(photo(6, 640, 480), tmp_path / "a.png")
+    b = save(photo(6, 640, 480), tmp_path / "b.png")
+    result = {a: [[b, 0.0]]}
+
+    def sides(data):
+        return {Image.open(io.BytesIO(base64.b64decode(uri.split(",", 1)[1]))).size for uri in data["thumbs"]}
+
+    assert sides(collect(result, {})) == {(THUMB_PX, THUMB_PX * 3 // 4)}
+    monkeypatch.setattr(report, "LARGE_REPORT_FILES", 1)  # two files: "huge"
+    assert sides(collect(result, {})) == {(report.SMALL_THUMB_PX, report.SMALL_THUMB_PX * 3 // 4)}
