@@ -177,13 +177,23 @@ def check(new_paths, lake_paths, edits, pairs, sample: int, processes: int) -> d
         ("new x new", new_paths, new_paths, _sums(a, a)),
         ("new x reference", new_paths, ref_paths, _sums(a, b)),
     ):
-        for i in range(len(left)):
-            for j in range(i + 1 if label == "new x new" else 0, len(right)):
-                key = tuple(sorted((left[i], right[j])))
-                match = Fraction(int(sums[i, j])) <= limit
-                checked += 1
-                if match != (key in reported) or (match and reported[key] != sums[i, j] / d):
-                    mismatches.append((label, key, float(sums[i, j]) / d, reported.get(key)))
+        listed = np.zeros(sums.shape, dtype=bool)
+        mse = np.full(sums.shape, np.nan)
+        column = {p: k for k, p in enumerate(right)}
+        for k, p in enumerate(left):
+            for key, value in reported.items():
+                if p in key:
+                    other = key[1] if key[0] == p else key[0]
+                    if other in column:
+                        listed[k, column[other]], mse[k, column[other]] = True, value
+        match = sums <= int(limit)  # S is an integer; the limit 5 * 7500 is one too
+        scope = (
+            np.triu(np.ones(sums.shape, dtype=bool), 1) if label == "new x new" else np.ones(sums.shape, bool)
+        )
+        wrong = scope & ((match != listed) | (match & listed & (mse != sums / d)))
+        checked += int(scope.sum())
+        for i, j in zip(*np.nonzero(wrong)):
+            mismatches.append((label, left[i], right[j], float(sums[i, j]) / d, float(mse[i, j])))
     inside = [p for p in reported if not (p[0] in set(new_paths) or p[1] in set(new_paths))]
     return {
         "pairs_checked": checked,
