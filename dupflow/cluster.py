@@ -152,18 +152,32 @@ def _workers_skip_main() -> Iterator[None]:
             setattr(main, key, value)
 
 
+QUIET_LOGGERS = ("distributed", "dask_jobqueue", "dask_kubernetes")
+_quiet = {"holders": 0, "levels": []}
+_quiet_lock = threading.Lock()
+
+
 @contextmanager
 def _quiet_logs() -> Iterator[None]:
-    """Keep distributed's INFO lines (start, close, retire) out of the user's terminal."""
-    loggers = [logging.getLogger(name) for name in ("distributed", "dask_jobqueue", "dask_kubernetes")]
-    levels = [logger.level for logger in loggers]
-    for logger in loggers:
-        logger.setLevel(max(logger.getEffectiveLevel(), logging.WARNING))
+    """Keep distributed's chatter (connect, retire, close; a worker slow to exit on a busy machine) out of
+    the user's log while dupflow's own cluster runs, errors only, as LocalCluster's silence_logs does, and
+    whatever level the user's logging is at; overlapping holders (a build's and a search's clusters)
+    restore the user's levels once, when the last one ends."""
+    with _quiet_lock:
+        if _quiet["holders"] == 0:
+            loggers = [logging.getLogger(name) for name in QUIET_LOGGERS]
+            _quiet["levels"] = [(logger, logger.level) for logger in loggers]
+            for logger in loggers:
+                logger.setLevel(max(logger.getEffectiveLevel(), logging.ERROR))
+        _quiet["holders"] += 1
     try:
         yield
     finally:
-        for logger, level in zip(loggers, levels):
-            logger.setLevel(level)
+        with _quiet_lock:
+            _quiet["holders"] -= 1
+            if _quiet["holders"] == 0:
+                for logger, level in _quiet["levels"]:
+                    logger.setLevel(level)
 
 
 def _embedded(processes: int, use_processes: bool, dashboard: bool) -> Any:
@@ -341,10 +355,15 @@ class Engine:
             placement = Placement(scheduler=placement)
         self._cluster: Any = None
         self._lock = threading.Lock()
-        self._signals = contextlib.ExitStack()
+        self._held = contextlib.ExitStack()  # quiet logs, SIGTERM handling: released by close
         self.owned = False
         self.checked = False
+        import distributed  # noqa: F401 (importing it sets its loggers' levels: quiet them after that)
+
+        self._held.enter_context(_quiet_logs())
         self.client, self.kind = self._connect(placement, processes, images)
+        if not self.owned:  # the user's own Client: their logging stays as they set it
+            self._held.close()
         if placement.dashboard:
             print(f"dupflow: Dask dashboard at {self.dashboard_link}", file=sys.stderr)
 
@@ -362,7 +381,7 @@ class Engine:
         if where.scheduler_file:
             return self._client(Client, scheduler_file=where.scheduler_file), "scheduler file"
         if where.cluster:
-            self._signals.enter_context(_no_sigterm_kill())
+            self._held.enter_context(_no_sigterm_kill())
             try:
                 self._cluster = _named(where)
                 return self._client(Client, self._cluster), where.cluster
@@ -487,12 +506,11 @@ class Engine:
             cluster, self._cluster = self._cluster, None
             owned, self.owned = self.owned, False
             try:
-                with _quiet_logs():
-                    try:
-                        if owned and client is not None:
-                            client.close()
-                    finally:
-                        if cluster is not None:
-                            cluster.close()
+                try:
+                    if owned and client is not None:
+                        client.close()
+                finally:
+                    if cluster is not None:
+                        cluster.close()
             finally:
-                self._signals.close()
+                self._held.close()
