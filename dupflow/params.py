@@ -273,11 +273,11 @@ def validate_placement(options: Mapping[str, Any]) -> Any:
     if scheduler_file is not None and (not isinstance(scheduler_file, str) or not scheduler_file):
         raise ParameterTypeError('Invalid value for "scheduler_file" parameter: must be a path (STRING).')
     dashboard = _bool("dashboard", dashboard)
-    spec = {"name": cluster} if isinstance(cluster, str) else dict(cluster or {})
     if cluster is not None and not isinstance(cluster, (str, Mapping)):
         raise ParameterTypeError(
             'Invalid value for "cluster" parameter: must be a name (STRING) or a dict with "name".'
         )
+    spec = {"name": cluster} if isinstance(cluster, str) else dict(cluster or {})
     unknown = sorted(set(spec) - set(CLUSTER_KEYS))
     if unknown:
         raise ParameterTypeError(

@@ -264,6 +264,7 @@ def test_named_local_cluster_with_lifetime_retires_workers_and_answers_the_same(
         ({"scheduler": "tcp://x:1", "cluster": "local"}, "mutually exclusive"),
         ({"scheduler_file": 3}, '"scheduler_file" parameter: must be a path'),
         ({"cluster": "yarn"}, "must be one of local, slurm, pbs, sge, kubernetes"),
+        ({"cluster": 5}, 'must be a name (STRING) or a dict with "name"'),
         ({"cluster": {"name": "slurm", "cores": 4}}, 'Unknown key "cores"'),
         ({"cluster": {"name": "slurm", "workers": 0}}, "must be >= 1"),
         ({"cluster": {"name": "slurm", "adapt": (5, 2)}}, "0 <= minimum <= maximum"),
