@@ -10,6 +10,29 @@ from typing import Any, Mapping
 from .groups import KEEP_RULES
 from .sources import is_remote, local_path
 
+__all__ = [
+    "BUILD_OPTIONS",
+    "BuildParams",
+    "DECODE_MODES",
+    "DUPLICATES_MSE",
+    "LAZY_RENAMED",
+    "normalize_input",
+    "ParameterError",
+    "ParameterTypeError",
+    "SEARCH_OPTIONS",
+    "SearchParams",
+    "SIMILAR_MSE",
+    "validate_build",
+    "validate_chunksize",
+    "validate_directories",
+    "validate_keep",
+    "validate_placement",
+    "validate_processes",
+    "validate_reference",
+    "validate_search",
+    "validate_similarity",
+]
+
 DUPLICATES_MSE = 0
 SIMILAR_MSE = 5
 DECODE_MODES = ("exact", "fast")

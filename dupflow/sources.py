@@ -14,6 +14,26 @@ from typing import Iterator
 import fsspec
 from fsspec.implementations.local import LocalFileSystem
 
+__all__ = [
+    "canonical",
+    "current_state",
+    "DIFPY_EXTENSIONS",
+    "filesystem",
+    "InputNotFound",
+    "is_remote",
+    "list_files",
+    "Listing",
+    "LiteralLocalFileSystem",
+    "local_path",
+    "NOT_REGULAR",
+    "redact",
+    "remote_mtime",
+    "remote_stamp",
+    "supported_extensions",
+    "under_roots",
+    "UNSUPPORTED",
+]
+
 log = logging.getLogger("dupflow")
 
 DIFPY_EXTENSIONS = frozenset(
