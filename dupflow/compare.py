@@ -24,7 +24,6 @@ from .cluster import Engine
 from .ingest import Decoded
 
 VERIFY_IMAGES = 4096  # images checked per hash-join task
-GRID_READ = 65536  # images whose grids one task reads (catalog order, whole shards' grid columns)
 VERIFY_SLICE = 1024  # rows compared with a class head at once
 VERIFY_COPIES = 3  # a verify task's bytes per image: its tensor, a slice's comparison, the head's turns
 
@@ -118,10 +117,10 @@ def _load(catalog: CatalogRef, rows: Rows, column: str = "tensor") -> np.ndarray
 
 
 def _load_grids(catalog: CatalogRef, rows: Rows, px: int) -> np.ndarray:
-    """The block-sum grids of these rows, as stored: (n, GRID, GRID, 3) integers."""
+    """The block-sum grids of these rows, as (n, GRID, GRID, 3) float64."""
     raw = _load(catalog, rows, "grid").view(GRID_DTYPE)
     g = kernels.GRID
-    return raw.reshape(len(rows.members), g, g, 3)
+    return raw.reshape(len(rows.members), g, g, 3).astype(np.float64)
 
 
 # ---- threshold 0: hash join -------------------------------------------------------------------
@@ -282,37 +281,10 @@ def _compare(
     return rows_a.members[pick_a[i]], rows_b.members[pick_b[j]], sums
 
 
-def _blocks(decoded: Decoded, positions: np.ndarray, size: int, means: np.ndarray) -> list[Rows]:
-    """Cut positions into blocks of `size` in order of mean brightness: each block covers a narrow
-    brightness range, so block pairs farther apart than the radius are skipped whole when planning and
-    the work follows the candidate pairs rather than blocks^2."""
-    order = positions[np.argsort(means[positions], kind="stable")]
-    return [_rows(decoded, order[s : s + size].tolist()) for s in range(0, len(order), size)]
-
-
-def _grid_tasks(catalog: CatalogRef, decoded: Decoded, blocks: list[Rows], px: int, key: str) -> list:
-    """One grids task per block, cut from grids read shard by shard (catalog order: each shard's grid
-    column read once, however the brightness order scatters a block's images over the shards)."""
-    positions = np.concatenate([b.members for b in blocks]) if blocks else np.empty(0, np.int64)
-    in_catalog = sorted(positions.tolist(), key=lambda p: (decoded.shard[p], decoded.row[p]))
-    parts = [
-        delayed(_load_grids, pure=True)(
-            catalog, _rows(decoded, in_catalog[s : s + GRID_READ]), px, dask_key_name=(f"{key}-read", k)
-        )
-        for k, s in enumerate(range(0, len(in_catalog), GRID_READ))
-    ]
-    everything = delayed(np.concatenate, pure=True)(parts, dask_key_name=f"{key}-all")
-    where = np.empty(len(decoded.row), dtype=np.int64)
-    where[np.array(in_catalog, dtype=np.int64)] = np.arange(len(in_catalog))
-    return [
-        delayed(_pick, pure=True)(everything, where[b.members], dask_key_name=(f"{key}-grids", x))
-        for x, b in enumerate(blocks)
-    ]
-
-
-def _pick(grids: np.ndarray, places: np.ndarray) -> np.ndarray:
-    """Some images' grids, as float64 (the bounds' arithmetic)."""
-    return grids[places].astype(np.float64)
+def _blocks(decoded: Decoded, positions: np.ndarray, size: int) -> list[Rows]:
+    """Cut positions into blocks of `size`, in catalog order (each block reads few shards)."""
+    order = sorted(positions.tolist(), key=lambda p: (decoded.shard[p], decoded.row[p]))
+    return [_rows(decoded, order[s : s + size]) for s in range(0, len(order), size)]
 
 
 def _block_tasks(
@@ -320,16 +292,19 @@ def _block_tasks(
 ) -> list:
     """One task per block pair holding a member (member x member with x <= y, member x reference) that
     the blocks' brightness ranges and sizes do not rule out."""
+    members = _blocks(decoded, scope.members, size)
+    blocks = members + _blocks(decoded, scope.reference, size)
     means = decoded.sums.sum(axis=1) / spec.d
-    members = _blocks(decoded, scope.members, size, means)
-    blocks = members + _blocks(decoded, scope.reference, size, means)
     ranges = [(means[b.members].min(), means[b.members].max()) for b in blocks]
     radius = kernels.mean_radius(spec.limit, spec.d)
     dims = np.sort(np.stack([decoded.width, decoded.height], axis=1), axis=1)
     shapes = [set(map(tuple, dims[b.members].tolist())) for b in blocks]
     # one array per block, shared by its tasks (a copy per task made the graph grow as n^2 / block)
     block_dims = [dims[b.members] if spec.same_dim else None for b in blocks]
-    grids = _grid_tasks(catalog, decoded, blocks, spec.px, key)
+    grids = [
+        delayed(_load_grids, pure=True)(catalog, b, spec.px, dask_key_name=(f"{key}-grids", x))
+        for x, b in enumerate(blocks)
+    ]
     tasks = []
     for x, bx in enumerate(members):
         for y in range(x, len(blocks)):
