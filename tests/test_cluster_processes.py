@@ -154,7 +154,7 @@ def _shards_are_whole(catalog: str) -> int:
     return count
 
 
-def test_address_scheduler_file_and_environment_reach_it_with_the_embeddedanswer(
+def test_address_scheduler_file_and_environment_reach_it_with_the_embedded_answer(
     dask_processes, photos, embedded, tmp_path
 ):
     workers = set(dask_processes.worker_pids())
