@@ -150,6 +150,10 @@ def jobqueue_config(slurm):
     """dask-jobqueue's SLURM settings as a site would put them in jobqueue.yaml: small jobs on this host."""
     import dask
 
+    from dupflow import cluster
+
+    # dask-jobqueue's defaults first: a dask.config.set made before they exist would drop them on exit
+    cluster._cluster_class("slurm")
     settings = {
         "jobqueue.slurm.cores": 1,
         "jobqueue.slurm.processes": 1,
