@@ -168,6 +168,34 @@ def test_threshold_zero_with_reference(families, client):
     assert _got(expand_stars(edges, is_reference)) == _brute(sums[True], 0.0, members, reference)
 
 
+def test_threshold_zero_reads_large_classes_in_slices(tmp_path, monkeypatch):
+    """A class too large for a task's bytes is checked slice by slice: the same classes as at once."""
+    for k in range(5):
+        save(photo(1, 40, 30), tmp_path / "img" / f"a{k}.png")
+    for k in range(3):
+        save(photo(2, 40, 30), tmp_path / "img" / f"b{k}.png")
+    save(photo(3, 40, 30), tmp_path / "img" / "c.png")
+    with dupflow.build(
+        str(tmp_path / "img"), px_size=PX, show_progress=False, catalog=str(tmp_path / "cat")
+    ) as dif:
+        catalog, decoded, paths = dif._catalog, dif._decoded, list(dif._listing.path)
+        engine = Engine(None, 1, 0)  # threads in this process, which see the patched budget
+        everyone = np.arange(len(paths))
+        spec = MatchSpec(PX, True, False, 0.0)
+        whole = find_edges(catalog, decoded, [Scope(everyone)], spec, None, lambda n: engine, False)[0]
+        monkeypatch.setattr(kernels, "TASK_BYTES", 3 * 3 * PX * PX)  # one image per task's bytes
+        sliced = find_edges(catalog, decoded, [Scope(everyone)], spec, None, lambda n: engine, False)[0]
+        engine.close()
+    names = {
+        tuple(sorted((os.path.basename(paths[i]), os.path.basename(paths[j]))))
+        for i, j, _ in zip(*expand_stars(sliced))
+    }
+    assert _got(expand_stars(sliced)) == _got(expand_stars(whole))
+    assert names == {(f"a{x}.png", f"a{y}.png") for x in range(5) for y in range(x + 1, 5)} | {
+        (f"b{x}.png", f"b{y}.png") for x in range(3) for y in range(x + 1, 3)
+    }
+
+
 def test_class_groups_equal_greedy_groups_over_every_pair():
     """Star edges grouped transitively give exactly the greedy groups of all pairs, references too."""
     rng = np.random.default_rng(7)
