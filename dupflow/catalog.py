@@ -4,7 +4,7 @@ Layout under the catalog root (local folder or any fsspec URL):
     <root>/<namespace>/shards/<time>-<uuid>.parquet  one row per decoded image: url, tensor (px*px*3), grid
     <root>/<namespace>/index/<time>-<uuid>.parquet   the rows of one decode partition, written after its shard
     <root>/<namespace>/absent/<time>-<uuid>.parquet  gc's ledger: since when indexed files are absent
-    <root>/<namespace>/maintenance.lease             held while one process compacts or collects garbage
+    <root>/<namespace>/maintenance/claim-*.json      claimed while one process compacts or collects garbage
 The namespace names px_size, decode mode and Pillow version, so incompatible rows are never reused.
 Shards and index files appear whole: locally written under a temporary name and renamed, on object
 stores written with one PUT. A run killed mid-write or runs at once leave a usable catalog; shards carry
@@ -25,8 +25,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .claim import hold
 from .kernels import GRID
-from .lease import hold
 from .sources import filesystem
 
 INDEX_SCHEMA = pa.schema(
@@ -267,23 +267,27 @@ class CatalogRef:
                 break
         return pa.concat_tables(tables) if tables else INDEX_SCHEMA.empty_table()
 
-    def lease(self, wait: float = 0.0):
-        """The namespace's maintenance lease (compaction, gc): one process at a time (see lease.hold)."""
-        fs, base = self.fs()
-        return hold(fs, f"{base}/maintenance.lease", wait=wait)
+    def maintenance_claim(self, wait: float = 0.0):
+        """The namespace's maintenance claim (compaction, gc): one process at a time (see claim.hold)."""
+        return hold(self.maintenance_folder, self.storage_options, wait=wait)
+
+    @property
+    def maintenance_folder(self) -> str:
+        """Where the maintenance claims (numbered files, see dupflow.claim) live."""
+        return f"{self.url.rstrip('/')}/maintenance"
 
     def compact_index(self, most: int = 32) -> bool:
         """Merge the index files into one once there are more than `most` (each decode partition adds one).
 
         Size-tiered, so a big catalog is not rewritten on every run: the oldest file stays out of the merge
         while it holds more than half the bytes (the base; the newer files merge beside it).
-        One process at a time (the lease); another run's files vanishing meanwhile are skipped, duplicate
+        One process at a time (the maintenance claim); another run's files vanishing meanwhile are skipped, duplicate
         rows are merged into one, and only files whose rows went into the merged file are removed, after it
         is written: a reader sees every row at least once. True if this call merged.
         """
         if len(self._index_sizes()) <= most:
             return False
-        with self.lease() as held:
+        with self.maintenance_claim() as held:
             sizes = self._index_sizes() if held else {}
             if len(sizes) <= most:
                 return False

@@ -5,7 +5,7 @@ back (`gc`, after Delta Lake's vacuum), each safe while other runs use the catal
 build writes a shard, then its index file, moments later: a young unreferenced shard may be one of those),
 and the index rows of files that have been absent (deleted, or changed) for a given time. Absence is
 remembered between runs in a small ledger, so a file moved away and put back within that time keeps its
-rows. Rows and ledger are rewritten under the namespace's maintenance lease, the one compaction takes.
+rows. Rows and ledger are rewritten under the namespace's maintenance claim, the one compaction takes.
 """
 
 from __future__ import annotations
@@ -28,7 +28,7 @@ log = logging.getLogger("dupflow")
 
 GRACE_SECONDS = 24 * 3600.0  # unreferenced shards younger than this may belong to a running build
 ABSENT_SECONDS = 7 * 24 * 3600.0  # rows of files absent this long are dropped
-LEASE_WAIT_SECONDS = 60.0  # how long gc waits for a compaction or another gc to finish
+CLAIM_WAIT_SECONDS = 60.0  # how long gc waits for a compaction or another gc to finish
 STAT_THREADS = 32  # concurrent existence checks of remote files
 LEDGER_SCHEMA = pa.schema(
     [("url", pa.string()), ("size", pa.int64()), ("stamp", pa.string()), ("since", pa.float64())]
@@ -37,7 +37,7 @@ NAMESPACE = re.compile(r"^v\d+-px(\d+)-")
 
 
 class CatalogBusy(RuntimeError):
-    """Another process holds the namespace's maintenance lease (compacting, or collecting garbage)."""
+    """Another process holds the namespace's maintenance claim (compacting, or collecting garbage)."""
 
 
 def namespaces(root: str | None = None, storage_options: dict | None = None) -> list[CatalogRef]:
@@ -244,7 +244,7 @@ def gc(
     Raises
     ------
     CatalogBusy
-        When another process kept the maintenance lease for over a minute.
+        When another process kept the maintenance claim for over a minute.
     """
     if grace < 0 or absent_for < 0:
         raise ValueError(f"grace and absent_for must be seconds >= 0, got {grace} and {absent_for}")
@@ -252,7 +252,7 @@ def gc(
     report.update(rows_removed=0, files_absent=0, files_dropped=0, shards_removed=0, bytes_freed=0)
     report["temporaries_removed"] = 0
     for ref in namespaces(root, storage_options):
-        with ref.lease(wait=LEASE_WAIT_SECONDS) as held:
+        with ref.maintenance_claim(wait=CLAIM_WAIT_SECONDS) as held:
             if not held:
                 raise CatalogBusy(
                     f'catalog "{redact(ref.url)}" is being compacted or collected by another run'

@@ -22,7 +22,7 @@ import pytest
 from imagegen import make_photo_set
 from test_pipeline_hygiene import bucket_job, write_config
 
-from dupflow.hygiene import claim as claims
+from dupflow import claim as claims
 from dupflow.hygiene.run import STATE
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200)]
@@ -105,7 +105,7 @@ def test_dag_runs_the_job_on_a_folder_and_skips_when_the_job_is_claimed(airflow,
     assert {os.path.basename(p) for p in planted["copy"] + planted["rot180"]} <= moved
     assert len(moved) == summary["quarantined"] and os.path.isdir(summary["report"])
     # the next night, with another run holding the job: the task is skipped and nothing changes
-    held = claims.acquire(str(tmp_path / "reports" / STATE), 30, {})
+    held = claims.acquire(str(tmp_path / "reports" / STATE), 30 * 60, {})
     code, log, summaries = dags_test(airflow, config, "2026-12-02")
     assert code == 0 and "new_state=skipped" in log, log[-3000:]
     assert summaries and summaries[0]["status"] == "busy"

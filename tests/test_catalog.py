@@ -15,6 +15,7 @@ import pytest
 from imagegen import photo, save
 
 import dupflow
+from dupflow.claim import hold, holder
 
 
 def _photos(root, n, seed=0):
@@ -282,7 +283,7 @@ def test_two_processes_compacting_at_once(tmp_path, client, catalog):
     index = ref.read_index()
     assert index.num_rows == 33 == len(set(index.column("url").to_pylist()))  # duplicates merged
     assert _figures(_build(folder, catalog, client)) == (0, 33, 0)
-    assert not os.path.exists(f"{ref.url}/maintenance.lease")  # given back
+    assert holder(ref.maintenance_folder) is None  # given back
 
 
 def test_compaction_tolerates_files_vanishing_under_it(tmp_path, client, catalog):
@@ -299,29 +300,30 @@ def test_compaction_tolerates_files_vanishing_under_it(tmp_path, client, catalog
 
 DIE_HOLDING = textwrap.dedent("""
     import os, sys
-    from dupflow.lease import hold
-    from dupflow.sources import filesystem
-    fs, path = filesystem(sys.argv[1], {})
-    with hold(fs, path, seconds=float(sys.argv[2])) as held:
+    from dupflow.claim import hold
+    with hold(sys.argv[1], seconds=float(sys.argv[2])) as held:
         print("HELD", held, flush=True)
         os._exit(0)  # dies holding it, as a killed job would
 """)
 
 
-def test_a_lease_left_by_a_dead_process_expires(tmp_path):
-    from dupflow.lease import hold
-    from dupflow.sources import filesystem
-
-    path = str(tmp_path / "maintenance.lease")
-    out = subprocess.run([sys.executable, "-c", DIE_HOLDING, path, "1.5"], capture_output=True, text=True)
+def test_a_claim_left_by_a_dead_process_expires(tmp_path):
+    folder = str(tmp_path / "maintenance")
+    out = subprocess.run([sys.executable, "-c", DIE_HOLDING, folder, "1.5"], capture_output=True, text=True)
     assert "HELD True" in out.stdout, out.stderr[-1500:]
-    fs, _ = filesystem(path, {})
-    with hold(fs, path) as held:
+    assert holder(folder) is not None
+    with hold(folder) as held:
         assert not held  # still within its time
     time.sleep(1.6)
-    with hold(fs, path) as held:
-        assert held  # expired: taken over
-    assert not os.path.exists(path)  # and given back
+    with hold(folder) as held:
+        assert held  # expired: taken over, under the next number
+        assert holder(folder)["pid"] == os.getpid()
+    assert holder(folder) is None  # and given back
+    assert sorted(os.listdir(folder)) == [
+        "claim-00000001.json",
+        "claim-00000002.json",
+        "claim-00000002.released",
+    ]
 
 
 def test_compaction_leaves_a_big_base_file_alone(tmp_path, client, catalog):
@@ -341,3 +343,27 @@ def test_compaction_leaves_a_big_base_file_alone(tmp_path, client, catalog):
         ref.write_index(rows.slice(k % 33, 1))
     assert ref.compact_index(most=4) and len(ref.index_files()) == 1
     assert ref.read_index().num_rows == 33 * 101
+
+
+TAKE_OVER = textwrap.dedent("""
+    import sys, time
+    from dupflow.claim import acquire
+    while time.time() < float(sys.argv[2]):  # all processes take the expired claim over at the same moment
+        time.sleep(0.0005)
+    print("WON", acquire(sys.argv[1], 60) is not None)
+""")
+
+
+def test_processes_taking_over_an_expired_claim_at_once_cannot_both_win(tmp_path):
+    from dupflow.claim import acquire
+
+    folder = str(tmp_path / "maintenance")
+    assert acquire(folder, 60, now=time.time() - 3600) is not None  # its holder died long ago
+    start = str(time.time() + 3)
+    jobs = [
+        subprocess.Popen([sys.executable, "-c", TAKE_OVER, folder, start], stdout=subprocess.PIPE, text=True)
+        for _ in range(6)
+    ]
+    won = [job.communicate(timeout=60)[0].split()[-1] for job in jobs]
+    assert sorted(won) == ["False"] * 5 + ["True"]
+    assert holder(folder) is not None

@@ -229,9 +229,9 @@ def test_catalog_maintenance_in_a_bucket(tmp_path, s3, client):
     ref = _ref(dif, s3)
     before = maintenance.info(catalog, s3)["namespaces"][0]
     assert (before["files"], before["unreferenced_shards"]) == (16, 0)
-    with ref.lease() as held:  # the lease is a conditional PUT: a second holder is refused
+    with ref.maintenance_claim() as held:  # the claim is a conditional PUT: a second holder is refused
         assert held
-        with ref.lease() as again:
+        with ref.maintenance_claim() as again:
             assert not again
         assert not ref.compact_index(most=0)  # another process holds it: compaction is left alone
     assert ref.compact_index(most=0)

@@ -16,9 +16,9 @@ import pytest
 from imagegen import make_photo_set, photo, save
 from stores import Bucket  # the moto S3 server fixture `endpoint` is in conftest
 
+from dupflow import claim as claims
 from dupflow import cli
 from dupflow.hygiene import ConfigError, load_config, main, run
-from dupflow.hygiene import claim as claims
 from dupflow.hygiene.run import EXIT_CODES, STATE
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -167,15 +167,15 @@ def test_report_action_moves_nothing(tmp_path, client):
 def test_a_held_claim_makes_a_run_stand_down_and_an_expired_one_is_taken_over(job):
     tmp, config, _ = job
     state = str(tmp / "reports" / STATE)
-    held = claims.acquire(state, 10, {})
-    assert held is not None and claims.acquire(state, 10, {}) is None
+    held = claims.acquire(state, 600, {})
+    assert held is not None and claims.acquire(state, 600, {}) is None
     before = files_under(tmp / "incoming")
     code, summary, _ = hygiene(config)
     assert code == EXIT_CODES["busy"] == 3 and summary["status"] == "busy"
     assert files_under(tmp / "incoming") == before and not report_folders(tmp / "reports")
     # a claim whose run died (expired) is taken over; the dead run can no longer act on it
     claims.release(held, {})
-    stale = claims.acquire(state, 1, {}, now=time.time() - 3600)
+    stale = claims.acquire(state, 60, {}, now=time.time() - 3600)
     assert stale is not None and claims.holder(state, {}) is None
     code, summary, err = hygiene(config)
     assert code == 0 and summary["status"] == "done", err

@@ -21,11 +21,11 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
+from .. import claim as claims
 from ..actions import journal_dir
 from ..outputs import file_facts, match_rows, write_outputs
 from ..report import collect, write_report
 from ..sources import filesystem, is_remote, list_files, redact
-from . import claim as claims
 from .config import HygieneConfig, load_config
 from .purge import purge_quarantine
 
@@ -282,7 +282,7 @@ def run(config: str | os.PathLike | HygieneConfig) -> Summary:
     t0 = time.perf_counter()
     summary = Summary("done", redact(config.path))
     state_folder = _join(config.reports, STATE)
-    claim = claims.acquire(state_folder, config.claim_minutes, config.storage_options)
+    claim = claims.acquire(state_folder, config.claim_minutes * 60, config.storage_options)
     if claim is None:
         summary.status = "busy"
         summary.message = "another run of this config holds its claim: nothing done"
