@@ -14,9 +14,17 @@ Writes exactly N image files under OUT_DIR:
 
 ``OUT_DIR/ground_truth.json`` is a sorted list of ``{"a": original, "b": copy, "kind": kind, "param": ...}``
 (paths relative to OUT_DIR, '/'-separated); ``OUT_DIR/dataset.json`` describes the dataset (parameters,
-counts per kind and size). Every file is a pure function of (N, seed, --dup-fraction, --small,
+counts per kind and size). Every file is a pure function of (N, seed, --dup-fraction, --small, --mix,
 GENERATOR_VERSION) under the same Pillow/zlib/libjpeg: the plan is drawn in the parent process, each image from its own
 ``numpy.random.default_rng([seed, index])``, so the number of processes does not change a byte.
+
+``--mix real`` draws a user's folder instead (``plan_real``, cache folder N_seed_real): about 64% JPEG photos
+(landscape and portrait, 640x480 to 4000x3000, mostly 1-2 MP; REAL_PHOTO_SIZES), PNG screenshots (flat UI panels,
+title bars, buttons and text-like stripes, 1280x800 to 2560x1440, zlib level 6), flat-colour graphics and icons
+(16 to 256 px; RGB, RGBA with a transparent background, palette and palette + transparency, level 6) and PNG
+wallpapers (smooth gradients + noise, 1366x768 to 3840x2160, level 1); planted copies by the original's format
+(REAL_KINDS): byte copies, JPEG re-encodes, PNG re-saves at another zlib level (palette and transparency kept),
+``to_png`` / ``to_jpeg`` conversions, 50%/75% resizes and quarter turns.
 
 ``--small`` draws originals from the four smallest sizes only (SMALL_SIZES: 320x240, 240x320, 480x360, 360x480,
 same relative weights), about 4x cheaper to render, for large-N series whose catalog-built timings do not depend
@@ -84,6 +92,96 @@ JPEG_QUALITIES = (85, 86, 87, 88, 89, 90, 91, 92)
 REQUALITIES = (60, 70, 75, 80, 95)
 ROLL_SIZE = 500  # originals per photos/roll_NNN folder
 
+# --mix real: a user's folder (photos, screenshots, graphics and icons, wallpapers), about 64% JPEG / 36% PNG.
+# category -> share of the originals
+REAL_CATEGORIES: dict[str, float] = {"photo": 64, "screenshot": 15, "graphic": 13, "wallpaper": 8}
+# (width, height, weight): camera and phone photos, landscape and portrait, up to 4000 px, mostly 1-2 MP
+REAL_PHOTO_SIZES: list[tuple[int, int, float]] = [
+    (640, 480, 9),
+    (480, 640, 4),
+    (800, 600, 10),
+    (600, 800, 4),
+    (1024, 768, 12),
+    (768, 1024, 5),
+    (1280, 960, 10),
+    (960, 1280, 5),
+    (1600, 1200, 8),
+    (1200, 1600, 4),
+    (1920, 1080, 6),
+    (1080, 1920, 5),
+    (2048, 1536, 5),
+    (1536, 2048, 2),
+    (2592, 1944, 3),
+    (1944, 2592, 1.5),
+    (3264, 2448, 2),
+    (2448, 3264, 1),
+    (4000, 3000, 1.5),
+    (3000, 4000, 0.8),
+]
+REAL_SCREENSHOT_SIZES: list[tuple[int, int, float]] = [
+    (1280, 800, 15),
+    (1366, 768, 15),
+    (1440, 900, 15),
+    (1920, 1080, 30),
+    (1920, 1200, 10),
+    (2560, 1440, 15),
+]
+REAL_GRAPHIC_SIZES: list[tuple[int, int, float]] = [
+    (16, 16, 8),
+    (24, 24, 6),
+    (32, 32, 12),
+    (48, 48, 10),
+    (64, 64, 12),
+    (96, 96, 6),
+    (128, 128, 12),
+    (192, 192, 5),
+    (256, 256, 12),
+    (200, 120, 5),
+    (256, 128, 6),
+    (120, 200, 3),
+    (180, 180, 3),
+]
+REAL_WALLPAPER_SIZES: list[tuple[int, int, float]] = [
+    (1920, 1080, 40),
+    (1920, 1200, 12),
+    (2560, 1440, 20),
+    (2560, 1600, 8),
+    (3840, 2160, 15),
+    (1366, 768, 5),
+]
+# a graphic's PNG mode -> share: plain RGB, RGBA with a transparent background, palette, palette + transparency
+REAL_GRAPHIC_MODES: dict[str, float] = {"RGB": 35, "RGBA": 30, "P": 20, "PT": 15}
+# planted kind -> weight, by the original's format (to_png / to_jpeg: a JPEG<->PNG conversion)
+REAL_KINDS: dict[str, dict[str, float]] = {
+    "JPEG": {
+        "byte_copy": 18,
+        "jpeg_requality": 18,
+        "to_png": 10,
+        "resize_50": 10,
+        "resize_75": 10,
+        "rot90": 9,
+        "rot180": 6,
+        "rot270": 9,
+    },
+    "PNG": {
+        "byte_copy": 18,
+        "png_resave": 14,
+        "to_jpeg": 18,
+        "resize_50": 10,
+        "resize_75": 10,
+        "rot90": 9,
+        "rot180": 6,
+        "rot270": 9,
+    },
+}
+REAL_FOLDERS = {
+    "photo": ("photos", "IMG_"),
+    "screenshot": ("screenshots", "Screenshot_"),
+    "graphic": ("graphics", "icon_"),
+    "wallpaper": ("wallpapers", "wallpaper_"),
+}
+MIXES = ("photo", "real")
+
 
 @dataclass(frozen=True)
 class Copy:
@@ -105,6 +203,11 @@ class Original:
     fmt: str  # "JPEG" or "PNG"
     quality: int
     copies: tuple[Copy, ...] = field(default_factory=tuple)
+    category: str = "photo"  # --mix real: "photo", "screenshot", "graphic" or "wallpaper"
+    png_level: int = 1  # zlib level of a PNG original
+    png_mode: str = (
+        "RGB"  # a PNG graphic's mode: "RGB", "RGBA" (transparent), "P", "PT" (palette + transparency)
+    )
 
 
 def _extension(fmt: str) -> str:
@@ -124,14 +227,16 @@ def _copy_param(rng: np.random.Generator, kind: str, quality: int) -> float | in
         return 0.5
     if kind == "resize_75":
         return 0.75
+    if kind == "to_jpeg":
+        return int(rng.choice(JPEG_QUALITIES))
     return None
 
 
 def _copy_format(kind: str, fmt: str) -> str:
     """The format a planted copy is written in: the original's, except for re-encodes."""
-    if kind == "jpeg_requality":
+    if kind in ("jpeg_requality", "to_jpeg"):
         return "JPEG"
-    if kind == "png_resave":
+    if kind in ("png_resave", "to_png"):
         return "PNG"
     return fmt
 
@@ -181,6 +286,89 @@ def plan(
         path = f"copies/{kind}/IMG_{src:06d}_{k:06d}{_extension(_copy_format(kind, fmt))}"
         copies.setdefault(src, []).append(Copy(path, kind, param))
     return [Original(i, p, w, h, fmt, q, tuple(copies.get(i, ()))) for i, p, w, h, fmt, q in originals]
+
+
+def _pick(rng: np.random.Generator, table: list[tuple[int, int, float]], n: int) -> np.ndarray:
+    """n indices into a (width, height, weight) table, drawn by weight."""
+    weights = np.array([t[2] for t in table], dtype=np.float64)
+    return rng.choice(len(table), size=n, p=weights / weights.sum())
+
+
+def plan_real(n: int, seed: int, dup_fraction: float = DUP_FRACTION) -> list[Original]:
+    """The --mix real plan: originals by category (REAL_CATEGORIES), copies by the original's format (REAL_KINDS).
+
+    Photos are JPEG; screenshots and graphics PNG at zlib level 6 (what screenshot tools and editors write),
+    wallpapers PNG at level 1 (noisy, barely compressible; level 6 would be 7x slower to generate).
+    """
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    rng = np.random.default_rng([seed, 1])  # another stream than plan(): the photo mix stays as it was
+    n_copies = int(round(n * dup_fraction)) if n > 1 else 0
+    n_orig = n - n_copies
+    cats = list(REAL_CATEGORIES)
+    cat_w = np.array([REAL_CATEGORIES[c] for c in cats], dtype=np.float64)
+    cat_idx = rng.choice(len(cats), size=n_orig, p=cat_w / cat_w.sum())
+    tables = {
+        "photo": REAL_PHOTO_SIZES,
+        "screenshot": REAL_SCREENSHOT_SIZES,
+        "graphic": REAL_GRAPHIC_SIZES,
+        "wallpaper": REAL_WALLPAPER_SIZES,
+    }
+    size_idx = {c: _pick(rng, t, n_orig) for c, t in tables.items()}
+    modes = list(REAL_GRAPHIC_MODES)
+    mode_w = np.array([REAL_GRAPHIC_MODES[m] for m in modes], dtype=np.float64)
+    mode_idx = rng.choice(len(modes), size=n_orig, p=mode_w / mode_w.sum())
+    qualities = rng.choice(JPEG_QUALITIES, size=n_orig)
+    sources = np.sort(rng.choice(n_orig, size=n_copies, replace=True)) if n_copies else np.array([], int)
+    kind_draw = rng.random(n_copies)
+    originals = []
+    for i in range(n_orig):
+        cat = cats[cat_idx[i]]
+        w, h, _ = tables[cat][size_idx[cat][i]]
+        fmt = "JPEG" if cat == "photo" else "PNG"
+        folder, prefix = REAL_FOLDERS[cat]
+        if cat == "photo":
+            folder = f"{folder}/roll_{i // ROLL_SIZE:03d}"
+        path = f"{folder}/{prefix}{i:06d}{_extension(fmt)}"
+        originals.append(
+            Original(
+                i,
+                path,
+                w,
+                h,
+                fmt,
+                int(qualities[i]),
+                category=cat,
+                png_level=6 if cat in ("screenshot", "graphic") else 1,
+                png_mode=modes[mode_idx[i]] if cat == "graphic" else "RGB",
+            )
+        )
+    copies: dict[int, list[Copy]] = {}
+    for k, (src, u) in enumerate(zip(sources.tolist(), kind_draw.tolist())):
+        orig = originals[src]
+        table = REAL_KINDS[orig.fmt]
+        cum = np.cumsum([table[name] for name in table])
+        kind = list(table)[int(np.searchsorted(cum, u * cum[-1], side="right"))]
+        param = _copy_param(rng, kind, orig.quality)
+        if kind == "png_resave":
+            param = 1 if orig.png_level != 1 else 3  # same pixels, other bytes
+        path = f"copies/{kind}/IMG_{src:06d}_{k:06d}{_extension(_copy_format(kind, orig.fmt))}"
+        copies.setdefault(src, []).append(Copy(path, kind, param))
+    return [
+        Original(
+            o.index,
+            o.path,
+            o.width,
+            o.height,
+            o.fmt,
+            o.quality,
+            tuple(copies.get(o.index, ())),
+            o.category,
+            o.png_level,
+            o.png_mode,
+        )
+        for o in originals
+    ]
 
 
 def _upscale(grid: np.ndarray, width: int, height: int, resample: int) -> np.ndarray:
@@ -243,14 +431,141 @@ def render(seed: int, index: int, width: int, height: int) -> Image.Image:
     return img.point(lut * 3)
 
 
-def encode(img: Image.Image, fmt: str, quality: int) -> bytes:
-    """Encode an image as JPEG (given quality, no optimisation) or PNG (zlib level 1: noisy photos barely
-    compress at any level, and level 6 is 7x slower); deterministic."""
+def _ui_colour(rng: np.random.Generator, dark: bool, spread: int = 40) -> tuple[int, int, int]:
+    """A flat UI colour: near-black shades for a dark theme, near-white ones for a light theme."""
+    base = int(rng.integers(18, 60)) if dark else int(rng.integers(200, 250))
+    return tuple(int(np.clip(base + v, 0, 255)) for v in rng.integers(-spread // 2, spread // 2 + 1, 3))
+
+
+def _text_lines(
+    draw: ImageDraw.ImageDraw, rng: np.random.Generator, box: tuple[int, int, int, int], ink: tuple
+) -> None:
+    """Text-like stripes inside box: lines of word-sized dark (or light) bars with gaps, ragged right edge."""
+    x0, y0, x1, y1 = box
+    line_h = int(rng.integers(14, 26))
+    glyph_h = max(4, int(line_h * rng.uniform(0.45, 0.65)))
+    y = y0 + int(rng.integers(4, 16))
+    while y + glyph_h < y1:
+        x = x0 + int(rng.integers(6, 20))
+        end = x1 - int(rng.integers(6, max(8, (x1 - x0) // 3)))
+        if rng.random() < 0.12:  # blank line between paragraphs
+            y += line_h
+            continue
+        while x < end:
+            word = int(rng.integers(12, 90))
+            draw.rectangle([x, y, min(x + word, end), y + glyph_h], fill=ink)
+            x += word + int(rng.integers(5, 10))
+        y += line_h
+
+
+def render_screenshot(seed: int, index: int, width: int, height: int) -> Image.Image:
+    """A UI-like screenshot (RGB): flat panels, a title bar, a sidebar, buttons, text stripes, maybe a picture."""
+    rng = np.random.default_rng([seed, index])
+    dark = bool(rng.random() < 0.4)
+    img = Image.new("RGB", (width, height), _ui_colour(rng, dark))
+    draw = ImageDraw.Draw(img)
+    ink = (230, 230, 230) if dark else (30, 30, 40)
+    accent = tuple(int(c) for c in rng.integers(0, 256, 3))
+    bar = int(rng.integers(24, 64))
+    draw.rectangle([0, 0, width, bar], fill=_ui_colour(rng, not dark if rng.random() < 0.3 else dark, 60))
+    side = int(width * rng.uniform(0.12, 0.3)) if rng.random() < 0.7 else 0
+    if side:
+        draw.rectangle([0, bar, side, height], fill=_ui_colour(rng, dark, 50))
+        _text_lines(draw, rng, (0, bar + 8, side, height), ink)
+    # content panels: a grid of 1-3 columns and 1-3 rows with margins, each a card with text
+    cols, rows = int(rng.integers(1, 4)), int(rng.integers(1, 4))
+    margin = int(rng.integers(8, 32))
+    cw, ch = (width - side - margin) // cols, (height - bar - margin) // rows
+    for r in range(rows):
+        for c in range(cols):
+            x0, y0 = side + margin + c * cw, bar + margin + r * ch
+            box = (x0, y0, x0 + cw - margin, y0 + ch - margin)
+            draw.rectangle(box, fill=_ui_colour(rng, dark, 30))
+            if rng.random() < 0.25:  # a photo-like picture in the card
+                pw, ph = max(8, (box[2] - box[0]) // 2), max(8, (box[3] - box[1]) // 2)
+                grid = rng.integers(0, 256, (3, 3, 3)).astype(np.uint8)
+                img.paste(Image.fromarray(_upscale(grid, pw, ph, Image.BICUBIC)), (box[0] + 10, box[1] + 10))
+                _text_lines(draw, rng, (box[0] + pw + 20, box[1], box[2], box[3]), ink)
+            else:
+                _text_lines(draw, rng, box, ink)
+            if rng.random() < 0.5:  # a button
+                bx, by = box[2] - 120, box[3] - 44
+                draw.rectangle([bx, by, bx + 100, by + 30], fill=accent)
+    return img
+
+
+def render_graphic(seed: int, index: int, width: int, height: int, mode: str) -> Image.Image:
+    """A flat-colour graphic or icon: a background (transparent for RGBA and PT) and 1-6 flat shapes.
+
+    mode "RGB" and "RGBA" give that mode; "P" an adaptive palette of 4-64 colours; "PT" a palette image
+    whose background index is transparent (the colour under it stays in the palette).
+    """
+    rng = np.random.default_rng([seed, index])
+    bg = tuple(int(c) for c in rng.integers(0, 256, 3))
+    img = Image.new("RGBA", (width, height), bg + ((0,) if mode in ("RGBA", "PT") else (255,)))
+    draw = ImageDraw.Draw(img)
+    for _ in range(int(rng.integers(1, 7))):
+        colour = tuple(int(c) for c in rng.integers(0, 256, 3)) + (255,)
+        x0 = int(rng.integers(-width // 4, width * 3 // 4))
+        y0 = int(rng.integers(-height // 4, height * 3 // 4))
+        x1 = x0 + max(2, int(width * rng.uniform(0.2, 0.9)))
+        y1 = y0 + max(2, int(height * rng.uniform(0.2, 0.9)))
+        shape = int(rng.integers(0, 3))
+        if shape == 0:
+            draw.rectangle([x0, y0, x1, y1], fill=colour)
+        elif shape == 1:
+            draw.ellipse([x0, y0, x1, y1], fill=colour)
+        else:
+            pts = rng.uniform(0, 1, (int(rng.integers(3, 6)), 2)) * (x1 - x0, y1 - y0) + (x0, y0)
+            draw.polygon([tuple(p) for p in pts.astype(int).tolist()], fill=colour)
+    if mode == "RGBA":
+        return img
+    rgb = img.convert("RGB") if mode != "PT" else Image.fromarray(np.asarray(img)[..., :3])
+    if mode == "RGB":
+        return rgb
+    pal = rgb.quantize(colors=int(rng.choice([4, 8, 16, 32, 64])), method=Image.Quantize.MEDIANCUT)
+    if mode == "PT":
+        alpha = np.asarray(img)[..., 3]
+        idx = np.asarray(pal)
+        clear = idx[alpha == 0]
+        if clear.size:
+            pal.info["transparency"] = int(np.bincount(clear).argmax())
+    return pal
+
+
+def render_wallpaper(seed: int, index: int, width: int, height: int) -> Image.Image:
+    """A wallpaper (RGB): a smooth colour gradient from a 2x2..4x4 grid, soft blobs, fine noise."""
+    rng = np.random.default_rng([seed, index])
+    gw, gh = (int(v) for v in rng.integers(2, 5, 2))
+    grid = rng.integers(0, 256, (gh, gw, 3)).astype(np.uint8)
+    img = Image.fromarray(_upscale(grid, width, height, Image.BICUBIC))
+    blobs = rng.integers(0, 256, (max(2, int(rng.integers(3, 9))), max(2, int(rng.integers(3, 9))), 3))
+    soft = _upscale(blobs.astype(np.uint8), width, height, Image.BICUBIC).astype(np.int16)
+    noise = rng.standard_normal((height, width), dtype=np.float32) * np.float32(rng.uniform(1.0, 4.0))
+    arr = (np.asarray(img, dtype=np.int16) * 3 + soft) // 4 + noise.astype(np.int16)[..., None]
+    np.clip(arr, 0, 255, out=arr)
+    return Image.fromarray(arr.astype(np.uint8))
+
+
+def render_original(seed: int, orig: Original) -> Image.Image:
+    """The pixels of one original, by its category."""
+    if orig.category == "screenshot":
+        return render_screenshot(seed, orig.index, orig.width, orig.height)
+    if orig.category == "graphic":
+        return render_graphic(seed, orig.index, orig.width, orig.height, orig.png_mode)
+    if orig.category == "wallpaper":
+        return render_wallpaper(seed, orig.index, orig.width, orig.height)
+    return render(seed, orig.index, orig.width, orig.height)
+
+
+def encode(img: Image.Image, fmt: str, quality: int, level: int = 1) -> bytes:
+    """Encode an image as JPEG (given quality, no optimisation; RGB) or PNG (zlib level, default 1: noisy
+    photos barely compress at any level, and level 6 is 7x slower; any mode); deterministic."""
     buf = io.BytesIO()
     if fmt == "PNG":
-        img.save(buf, format="PNG", compress_level=1)
+        img.save(buf, format="PNG", compress_level=level)
     else:
-        img.save(buf, format="JPEG", quality=quality)
+        img.convert("RGB").save(buf, format="JPEG", quality=quality)
     return buf.getvalue()
 
 
@@ -287,19 +602,22 @@ def _write(root: str, rel: str, data: bytes) -> None:
 def make_original(job: tuple[str, int, Original]) -> int:
     """Render one original, write it and all its planted copies; return the number of bytes written."""
     root, seed, orig = job
-    data = encode(render(seed, orig.index, orig.width, orig.height), orig.fmt, orig.quality)
+    data = encode(render_original(seed, orig), orig.fmt, orig.quality, orig.png_level)
     _write(root, orig.path, data)
     total = len(data)
     decoded = None
     for copy in orig.copies:
         if copy.kind == "byte_copy":
             out = data
+        elif copy.kind == "png_resave" and orig.category != "photo":
+            # --mix real: the PNG itself (palette and transparency kept) saved again at another zlib level
+            out = encode(Image.open(io.BytesIO(data)), "PNG", orig.quality, int(copy.param))
         else:
             if decoded is None:
                 decoded = Image.open(io.BytesIO(data)).convert("RGB")
             fmt = _copy_format(copy.kind, orig.fmt)
-            quality = int(copy.param) if copy.kind == "jpeg_requality" else orig.quality
-            out = encode(derive(decoded, copy), fmt, quality)
+            quality = int(copy.param) if copy.kind in ("jpeg_requality", "to_jpeg") else orig.quality
+            out = encode(derive(decoded, copy), fmt, quality, orig.png_level)
         _write(root, copy.path, out)
         total += len(out)
     return total
@@ -314,11 +632,18 @@ def ground_truth(originals: Iterable[Original]) -> list[dict]:
 
 
 def describe(
-    originals: list[Original], n: int, seed: int, dup_fraction: float, small: bool = False, shrink: int = 1
+    originals: list[Original],
+    n: int,
+    seed: int,
+    dup_fraction: float,
+    small: bool = False,
+    shrink: int = 1,
+    mix: str = "photo",
 ) -> dict:
     """The dataset.json document: parameters and counts (no timings, so the file is deterministic).
 
     A --small dataset has "sizes": "small"; a full one has no "sizes" field (its dataset.json is unchanged).
+    A --mix real one has "mix": "real" and counts per category, per format and per PNG mode.
     """
     kinds: dict[str, int] = {}
     sizes: dict[str, int] = {}
@@ -331,6 +656,22 @@ def describe(
         info["sizes"] = "small"
     if shrink > 1:
         info["shrink"] = shrink
+    if mix != "photo":
+        info["mix"] = mix
+        cats: dict[str, int] = {}
+        formats: dict[str, int] = {}
+        modes: dict[str, int] = {}
+        for o in originals:
+            cats[o.category] = cats.get(o.category, 0) + 1
+            formats[o.fmt] = formats.get(o.fmt, 0) + 1
+            if o.fmt == "PNG":
+                modes[o.png_mode] = modes.get(o.png_mode, 0) + 1
+            for c in o.copies:
+                fmt = _copy_format(c.kind, o.fmt)
+                formats[fmt] = formats.get(fmt, 0) + 1
+        info["originals_per_category"] = dict(sorted(cats.items()))
+        info["files_per_format"] = dict(sorted(formats.items()))
+        info["png_originals_per_mode"] = dict(sorted(modes.items()))
     return {
         **info,
         "originals": len(originals),
@@ -352,11 +693,22 @@ def generate(
     progress: bool = False,
     small: bool = False,
     shrink: int = 1,
+    mix: str = "photo",
 ) -> dict:
-    """Generate the dataset into out_dir (which must be empty or missing); return dataset.json's content."""
+    """Generate the dataset into out_dir (which must be empty or missing); return dataset.json's content.
+
+    mix: "photo" (plan(): photo-like originals, about 10% PNG) or "real" (plan_real(): a user's folder of
+    photos, screenshots, graphics/icons and wallpapers, about 64% JPEG / 36% PNG; not with small or shrink).
+    """
+    if mix not in MIXES:
+        raise ValueError(f"unknown mix {mix!r} (one of {', '.join(MIXES)})")
+    if mix == "real" and (small or shrink > 1):
+        raise ValueError("--mix real has its own sizes: no --small or --shrink")
     if os.path.isdir(out_dir) and os.listdir(out_dir):
         raise FileExistsError(f"{out_dir} is not empty")
-    originals = plan(n, seed, dup_fraction, small, shrink)
+    originals = (
+        plan_real(n, seed, dup_fraction) if mix == "real" else plan(n, seed, dup_fraction, small, shrink)
+    )
     os.makedirs(out_dir, exist_ok=True)
     # biggest first so a rare 4000x3000 does not end up alone at the tail of the pool
     jobs = sorted(((out_dir, seed, o) for o in originals), key=lambda j: -j[2].width * j[2].height)
@@ -367,7 +719,7 @@ def generate(
             done += 1
             if progress and done % 1000 == 0:
                 print(f"  {done}/{len(jobs)} originals", file=sys.stderr)
-    info = describe(originals, n, seed, dup_fraction, small, shrink)
+    info = describe(originals, n, seed, dup_fraction, small, shrink, mix)
     with open(os.path.join(out_dir, "ground_truth.json"), "w", encoding="utf-8") as handle:
         json.dump(ground_truth(originals), handle, indent=1)
     with open(os.path.join(out_dir, "dataset.json"), "w", encoding="utf-8") as handle:
@@ -375,20 +727,29 @@ def generate(
     return {**info, "bytes": written}
 
 
-def dataset_key(n: int, seed: int = 0, small: bool = False, shrink: int = 1) -> str:
-    """The cache folder name of a dataset: N_seed, N_seed_small for a --small one, _sK with --shrink K."""
+def dataset_key(n: int, seed: int = 0, small: bool = False, shrink: int = 1, mix: str = "photo") -> str:
+    """The cache folder name of a dataset: N_seed, N_seed_small for a --small one, _sK with --shrink K,
+    N_seed_real for --mix real."""
+    if mix != "photo":
+        return f"{n}_{seed}_{mix}"
     return (f"{n}_{seed}_small" if small else f"{n}_{seed}") + (f"_s{shrink}" if shrink > 1 else "")
 
 
 def cached_dataset(
-    cache_root: str, n: int, seed: int = 0, processes: int = 2, small: bool = False, shrink: int = 1
+    cache_root: str,
+    n: int,
+    seed: int = 0,
+    processes: int = 2,
+    small: bool = False,
+    shrink: int = 1,
+    mix: str = "photo",
 ) -> str:
     """The folder cache_root/N_seed (N_seed_small with small) holding the dataset, generated first if missing or stale.
 
     A dataset is reused only when its dataset.json names the same n, seed, sizes and GENERATOR_VERSION (and the
     default dup fraction); it is built in a '.partial' folder and renamed, so an interrupted run is never reused.
     """
-    folder = os.path.join(cache_root, dataset_key(n, seed, small, shrink))
+    folder = os.path.join(cache_root, dataset_key(n, seed, small, shrink, mix))
     meta = os.path.join(folder, "dataset.json")
     if os.path.isfile(meta):
         with open(meta, encoding="utf-8") as handle:
@@ -400,7 +761,8 @@ def cached_dataset(
             info.get("dup_fraction"),
             info.get("sizes", "all"),
             info.get("shrink", 1),
-        ) == (GENERATOR_VERSION, n, seed, DUP_FRACTION, "small" if small else "all", shrink):
+            info.get("mix", "photo"),
+        ) == (GENERATOR_VERSION, n, seed, DUP_FRACTION, "small" if small else "all", shrink, mix):
             return folder
         shutil.rmtree(folder)  # a dataset of ours from another generator version
     elif os.path.exists(folder):
@@ -409,17 +771,18 @@ def cached_dataset(
     shutil.rmtree(partial, ignore_errors=True)
     t0 = time.perf_counter()
     print(
-        f"generating {n} images (seed {seed}{', small sizes' if small else ''}) into {folder} ...",
+        f"generating {n} images (seed {seed}{', small sizes' if small else ''}"
+        f"{', mix ' + mix if mix != 'photo' else ''}) into {folder} ...",
         file=sys.stderr,
     )
-    generate(partial, n, seed, processes=processes, progress=True, small=small, shrink=shrink)
+    generate(partial, n, seed, processes=processes, progress=True, small=small, shrink=shrink, mix=mix)
     os.rename(partial, folder)
     print(f"  done in {time.perf_counter() - t0:.1f} s", file=sys.stderr)
     return folder
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Command line: generate.py OUT_DIR -n N --seed S [--dup-fraction F] [--processes P] [--small]."""
+    """Command line: generate.py OUT_DIR -n N --seed S [--dup-fraction F] [--processes P] [--small] [--mix M]."""
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("out_dir")
     ap.add_argument("-n", type=int, default=2000, help="number of image files (default 2000)")
@@ -442,6 +805,13 @@ def main(argv: list[str] | None = None) -> int:
         default=1,
         help="divide every original's sides by this (catalog-built series read 50x50 thumbnails only)",
     )
+    ap.add_argument(
+        "--mix",
+        choices=MIXES,
+        default="photo",
+        help="photo: photo-like originals, about 10%% PNG (default); real: a user's folder - JPEG photos up to "
+        "4000 px, PNG screenshots, flat graphics/icons (palette, transparency) and wallpapers, about 64/36",
+    )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
     try:
@@ -454,6 +824,7 @@ def main(argv: list[str] | None = None) -> int:
             progress=True,
             small=args.small,
             shrink=args.shrink,
+            mix=args.mix,
         )
     except (FileExistsError, ValueError) as exc:
         print(f"generate.py: error: {exc}", file=sys.stderr)

@@ -1,12 +1,15 @@
 """Time dupflow, difPy and czkawka side by side on the same generated datasets.
 
     python benchmarks/run.py -n 2000 10000 --mode duplicates similar --warm
+    python benchmarks/run.py -n 2000 --mix real --mode similar --no-same-dim --decode fast exact --tools dupflow,czkawka
 
-For each N, the dataset comes from generate.py's cache (``--cache``, default /tmp/dupflow-bench/N_seed,
-generated when missing). Each tool runs as its own subprocess, one after the other:
+For each N, the dataset comes from generate.py's cache (``--cache``, default /tmp/dupflow-bench/N_seed, or
+N_seed_real with ``--mix real``, generated when missing). Each tool runs as its own subprocess, one after the
+other:
 
 * dupflow: ``dupflow DIR -Z OUT -p false --catalog CAT [-s similar] [-dim false] [--decode fast]``; "cold" uses a
-  fresh, empty catalog folder, "warm" (``--warm``) reruns with the catalog the cold run filled.
+  fresh, empty catalog folder, "warm" (``--warm``) reruns with the catalog the cold run filled. With several
+  ``--decode`` modes, dupflow runs once per mode (each its own catalog), in the order given.
 * difPy 4.2.1: ``python -m difPy.dif -D DIR -Z OUT -p False [-s similar] [-dim False]``.
 * czkawka 0.1.2: ``python benchmarks/czkawka_find.py DIR OUT.json`` (similarity level 0 for ``duplicates``, the
   binding's default level for ``similar``; czkawka has no same-dimension or exact-decode option).
@@ -15,10 +18,14 @@ Measures (one table per N and mode):
 
 * wall s: from just before the subprocess starts to its exit (interpreter start-up, imports, cluster start-up,
   decode, search and writing the reports all included). images/s = N / wall s.
+* CPU s: user + system seconds of the subprocess and its descendants: the rusage of the children it reaped
+  (``RUSAGE_CHILDREN`` before/after), or, if larger, the sum of each process's last polled CPU times (covers
+  descendants nobody waited for; a lower bound by up to one poll interval each).
 * peak RSS MiB: the largest sum of RSS over the subprocess and all its descendants (Dask workers, pools),
   polled with psutil every 50 ms. Shared pages are counted once per process, so this overstates real use.
 * vs difPy: difPy's wall s / the tool's wall s (a speed-up, > 1 = faster than difPy). When difPy was killed at
   its limit L, it is a lower bound written ">L/wall".
+* vs czkawka / CPU vs czkawka: czkawka's wall s (CPU s) / the tool's (> 1 = faster than czkawka).
 * recall: the share of planted pairs (ground_truth.json) whose two files end up in the same group, where a
   group is a connected component of the reported links (primary-match for dupflow and difPy; for czkawka each
   group's first file linked to the others). Per planted kind in a second table. A kind the mode cannot find
@@ -39,6 +46,7 @@ import glob
 import json
 import os
 import platform
+import resource
 import shutil
 import signal
 import subprocess
@@ -71,6 +79,7 @@ class Measurement:
     log: str
     peak_root_rss: int = 0  # the largest RSS of the started process alone
     peak_child_rss: int = 0  # the largest RSS any single descendant (a Dask worker, a pool process) reached
+    cpu_s: float = 0.0  # user + system CPU seconds of the process and the descendants it reaped
 
 
 @dataclass
@@ -86,6 +95,7 @@ class Row:
     command: list[str]
     status: str = "ok"
     wall_s: float | None = None
+    cpu_s: float | None = None
     images_per_s: float | None = None
     peak_rss_mib: float | None = None
     rss_samples: int | None = None
@@ -97,6 +107,9 @@ class Row:
     precision: float | None = None
     recall_per_kind: dict[str, float] = field(default_factory=dict)
     vs_difpy: str | None = None
+    vs_czkawka: str | None = None
+    cpu_vs_czkawka: str | None = None
+    mix: str = "photo"
     load_before: list[float] = field(default_factory=list)
     detail: str = ""
 
@@ -110,6 +123,7 @@ class TreeSampler(threading.Thread):
         self.pid, self.interval = pid, interval
         self.peak, self.samples = 0, 0
         self.peak_by_pid: dict[int, int] = {}
+        self.cpu_by_pid: dict[int, float] = {}  # last user + system seconds seen per process
         self.stopped = threading.Event()
 
     @property
@@ -133,8 +147,10 @@ class TreeSampler(threading.Thread):
         for proc in procs:
             try:
                 rss = proc.memory_info().rss
+                times = proc.cpu_times()
             except psutil.Error:
                 continue
+            self.cpu_by_pid[proc.pid] = times.user + times.system
             total += rss
             if rss > self.peak_by_pid.get(proc.pid, 0):
                 self.peak_by_pid[proc.pid] = rss
@@ -161,6 +177,7 @@ def _kill_group(pgid: int) -> None:
 def measure(cmd: list[str], cwd: str, limit_s: float, log_path: str, env: dict | None = None) -> Measurement:
     """Run cmd in its own session with stdout+stderr to log_path; time it, poll tree RSS, kill it at limit_s."""
     with open(log_path, "wb") as log:
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         proc = subprocess.Popen(
             cmd,
@@ -181,6 +198,7 @@ def measure(cmd: list[str], cwd: str, limit_s: float, log_path: str, env: dict |
             _kill_group(proc.pid)
             proc.wait()
         wall = time.perf_counter() - t0
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
         sampler.stopped.set()
         sampler.join()
         _kill_group(proc.pid)  # stragglers (orphaned workers) of a finished run
@@ -193,6 +211,11 @@ def measure(cmd: list[str], cwd: str, limit_s: float, log_path: str, env: dict |
         log_path,
         sampler.peak_root,
         sampler.peak_child,
+        # reaped descendants are in the rusage; a sampled sum covers any the tool did not wait for
+        max(
+            (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime),
+            sum(sampler.cpu_by_pid.values()),
+        ),
     )
 
 
@@ -362,24 +385,37 @@ class Setup:
     python: str
     dupflow_bin: str
     same_dim: bool
-    decode: str
+    decode: str  # the default decode of dupflow runs
     limit_s: float
     difpy_limit_s: float
+    mix: str = "photo"
 
 
-def run_tool(setup: Setup, tool: str, run: str, data: str, n: int, mode: str, truth: list[dict]) -> Row:
-    """Run one tool once on one dataset (cold, or warm for dupflow) and score it."""
-    tag = f"{n}_{mode}_{tool}_{run}"
+def run_tool(
+    setup: Setup,
+    tool: str,
+    run: str,
+    data: str,
+    n: int,
+    mode: str,
+    truth: list[dict],
+    decode: str | None = None,
+) -> Row:
+    """Run one tool once on one dataset (cold, or warm for dupflow; decode: dupflow's, default setup's) and score it."""
+    decode = decode or setup.decode
+    key = f"{n}_{setup.mix}" if setup.mix != "photo" else f"{n}"
+    suffix = f"_{decode}" if tool == "dupflow" and decode != "exact" else ""
+    tag = f"{key}_{mode}_{tool}{suffix}_{run}"
     out = os.path.join(setup.work, "out", tag)
     shutil.rmtree(out, ignore_errors=True)
     os.makedirs(out)
     env = dict(os.environ)
     limit = setup.limit_s
     if tool == "dupflow":
-        catalog = os.path.join(setup.work, "catalog", f"{n}_{mode}")
+        catalog = os.path.join(setup.work, "catalog", f"{key}_{mode}{suffix}")
         if run == "cold":
             shutil.rmtree(catalog, ignore_errors=True)
-        cmd = dupflow_cmd(setup.dupflow_bin, data, out, catalog, mode, setup.same_dim, setup.decode)
+        cmd = dupflow_cmd(setup.dupflow_bin, data, out, catalog, mode, setup.same_dim, decode)
     elif tool == "difpy":
         cmd, limit = difpy_cmd(setup.python, data, out, mode, setup.same_dim), setup.difpy_limit_s
     else:
@@ -392,9 +428,10 @@ def run_tool(setup: Setup, tool: str, run: str, data: str, n: int, mode: str, tr
         tool,
         run,
         setup.same_dim if tool != "czkawka" else False,
-        setup.decode if tool == "dupflow" else "-",
+        decode if tool == "dupflow" else "-",
         cmd,
         limit_s=limit,
+        mix=setup.mix,
         load_before=list(os.getloadavg()),
     )
     try:
@@ -402,8 +439,9 @@ def run_tool(setup: Setup, tool: str, run: str, data: str, n: int, mode: str, tr
     except OSError as exc:  # the command itself is missing or not executable
         row.status = f"could not start: {exc}"
         return row
-    row.wall_s, row.peak_rss_mib, row.rss_samples = (
+    row.wall_s, row.cpu_s, row.peak_rss_mib, row.rss_samples = (
         round(m.wall_s, 3),
+        round(m.cpu_s, 2),
         round(m.peak_rss / 2**20, 1),
         m.samples,
     )
@@ -425,7 +463,14 @@ def run_tool(setup: Setup, tool: str, run: str, data: str, n: int, mode: str, tr
 
 
 def add_ratios(rows: list[Row]) -> None:
-    """Fill vs_difpy for every row of one (N, mode) cell from the difPy row, if there is one."""
+    """Fill vs_difpy / vs_czkawka (wall) and cpu_vs_czkawka for every row of one (N, mode) cell."""
+    cz = next((r for r in rows if r.tool == "czkawka" and r.status == "ok" and r.wall_s), None)
+    if cz is not None:
+        for row in rows:
+            if row.status == "ok" and row.wall_s:
+                row.vs_czkawka = f"{cz.wall_s / row.wall_s:.2f}x"
+                if row.cpu_s and cz.cpu_s:
+                    row.cpu_vs_czkawka = f"{cz.cpu_s / row.cpu_s:.2f}x"
     ref = next((r for r in rows if r.tool == "difpy"), None)
     if ref is None:
         return
@@ -450,14 +495,16 @@ def _fmt(value: float | None, spec: str = ".3f") -> str:
 def main_table(rows: list[Row]) -> str:
     """The markdown table of one (N, mode) cell."""
     head = (
-        "| tool | run | wall s | images/s | peak RSS MiB | vs difPy | recall | precision | links | status |\n"
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
+        "| tool | decode | run | wall s | CPU s | images/s | peak RSS MiB | vs difPy | vs czkawka | "
+        "CPU vs czkawka | recall | precision | links | status |\n"
+        "| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- |"
     )
     lines = [head]
     for r in rows:
         lines.append(
-            f"| {r.tool} | {r.run} | {_fmt(r.wall_s, '.2f')} | {_fmt(r.images_per_s, '.1f')} | "
-            f"{_fmt(r.peak_rss_mib, '.0f')} | {r.vs_difpy or '-'} | {_fmt(r.recall)} | "
+            f"| {r.tool} | {r.decode} | {r.run} | {_fmt(r.wall_s, '.2f')} | {_fmt(r.cpu_s, '.1f')} | "
+            f"{_fmt(r.images_per_s, '.1f')} | {_fmt(r.peak_rss_mib, '.0f')} | {r.vs_difpy or '-'} | "
+            f"{r.vs_czkawka or '-'} | {r.cpu_vs_czkawka or '-'} | {_fmt(r.recall)} | "
             f"{_fmt(r.precision)} | {r.reported_links if r.reported_links is not None else '-'} | "
             f"{r.status} |"
         )
@@ -471,7 +518,9 @@ def kind_table(rows: list[Row], truth: list[dict]) -> str:
         counts[pair["kind"]] = counts.get(pair["kind"], 0) + 1
     scored = [r for r in rows if r.status == "ok"]
     lines = [
-        "| kind | pairs | " + " | ".join(f"{r.tool} {r.run}" for r in scored) + " |",
+        "| kind | pairs | "
+        + " | ".join(f"{r.tool}{' ' + r.decode if r.tool == 'dupflow' else ''} {r.run}" for r in scored)
+        + " |",
         "| --- | ---: |" + " ---: |" * len(scored),
     ]
     for kind in sorted(counts):
@@ -508,7 +557,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=True,
         help="difPy/dupflow same_dim (czkawka has no such option)",
     )
-    ap.add_argument("--decode", choices=("exact", "fast"), default="exact", help="dupflow's --decode")
+    ap.add_argument(
+        "--decode",
+        nargs="+",
+        choices=("exact", "fast"),
+        default=["exact"],
+        help="dupflow's --decode; several: one dupflow run (cold, and warm with --warm) per mode, side by side",
+    )
+    ap.add_argument(
+        "--mix",
+        choices=generate.MIXES,
+        default="photo",
+        help="dataset mix (generate.py --mix): photo-like, or real (photos, screenshots, icons, wallpapers)",
+    )
     ap.add_argument("--warm", action="store_true", help="also time dupflow rerun on its filled catalog")
     ap.add_argument("--tools", default=",".join(TOOLS), help="comma-separated subset of " + ",".join(TOOLS))
     ap.add_argument("--time-limit", type=float, default=600, help="seconds before a run is killed")
@@ -530,13 +591,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def plan_runs(tools: list[str], warm: bool) -> list[tuple[str, str]]:
-    """(tool, run) pairs in the order they execute; only dupflow has a warm rerun."""
+def plan_runs(tools: list[str], warm: bool, decodes: list[str] | None = None) -> list[tuple[str, str, str]]:
+    """(tool, run, decode) in the order they execute; only dupflow has a warm rerun and one run per decode."""
     runs = []
     for tool in tools:
-        runs.append((tool, "cold"))
-        if tool == "dupflow" and warm:
-            runs.append((tool, "warm"))
+        for decode in (decodes or ["exact"]) if tool == "dupflow" else ["-"]:
+            runs.append((tool, "cold", decode))
+            if tool == "dupflow" and warm:
+                runs.append((tool, "warm", decode))
     return runs
 
 
@@ -556,9 +618,10 @@ def main(argv: list[str] | None = None) -> int:
         args.python,
         args.dupflow_bin,
         args.same_dim,
-        args.decode,
+        args.decode[0],
         args.time_limit,
         args.difpy_limit or args.time_limit,
+        args.mix,
     )
     report = {
         "started": datetime.now().isoformat(timespec="seconds"),
@@ -573,18 +636,21 @@ def main(argv: list[str] | None = None) -> int:
     }
     json_path = args.json or os.path.join(args.work, f"results_{datetime.now():%Y%m%d%H%M%S}.json")
     for n in args.n:
-        data = generate.cached_dataset(args.cache, n, args.seed)
+        data = generate.cached_dataset(args.cache, n, args.seed, mix=args.mix)
         with open(os.path.join(data, "ground_truth.json"), encoding="utf-8") as handle:
             truth = json.load(handle)
         for mode in args.mode:
             rows = []
-            for tool, run in plan_runs(args.tools, args.warm):
-                print(f"[{n} {mode}] {tool} {run} ...", file=sys.stderr, flush=True)
-                rows.append(run_tool(setup, tool, run, data, n, mode, truth))
+            for tool, run, decode in plan_runs(args.tools, args.warm, args.decode):
+                label = f"{tool} {decode} {run}" if tool == "dupflow" else f"{tool} {run}"
+                print(f"[{n} {mode}] {label} ...", file=sys.stderr, flush=True)
+                rows.append(
+                    run_tool(setup, tool, run, data, n, mode, truth, decode if tool == "dupflow" else None)
+                )
             add_ratios(rows)
             title = (
-                f"### N = {n}, {mode}, same_dim={args.same_dim}, dupflow decode={args.decode} "
-                f"({len(truth)} planted pairs, seed {args.seed})"
+                f"### N = {n}, {args.mix} mix, {mode}, same_dim={args.same_dim}, "
+                f"dupflow decode={'/'.join(args.decode)} ({len(truth)} planted pairs, seed {args.seed})"
             )
             print(
                 f"\n{title}\n\n{main_table(rows)}\n\nrecall per planted kind:\n\n{kind_table(rows, truth)}\n",
@@ -594,6 +660,7 @@ def main(argv: list[str] | None = None) -> int:
                 {
                     "n": n,
                     "mode": mode,
+                    "mix": args.mix,
                     "dataset": data,
                     "planted_pairs": len(truth),
                     "rows": [asdict(r) for r in rows],
