@@ -529,6 +529,20 @@ def kind_table(rows: list[Row], truth: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def report_header() -> dict:
+    """What every benchmark report starts with: when, how it was called, the machine and the versions."""
+    return {
+        "started": datetime.now().isoformat(timespec="seconds"),
+        "argv": sys.argv[1:],
+        "machine": {
+            "cpus": os.cpu_count(),
+            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
+            "platform": platform.platform(),
+        },
+        "versions": versions(),
+    }
+
+
 def versions() -> dict[str, str | None]:
     """Versions of the compared tools and the libraries they share."""
     from importlib.metadata import PackageNotFoundError, version
@@ -623,17 +637,7 @@ def main(argv: list[str] | None = None) -> int:
         args.difpy_limit or args.time_limit,
         args.mix,
     )
-    report = {
-        "started": datetime.now().isoformat(timespec="seconds"),
-        "argv": sys.argv[1:],
-        "machine": {
-            "cpus": os.cpu_count(),
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "platform": platform.platform(),
-        },
-        "versions": versions(),
-        "cells": [],
-    }
+    report = {**report_header(), "cells": []}
     json_path = args.json or os.path.join(args.work, f"results_{datetime.now():%Y%m%d%H%M%S}.json")
     for n in args.n:
         data = generate.cached_dataset(args.cache, n, args.seed, mix=args.mix)

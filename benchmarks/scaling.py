@@ -40,13 +40,10 @@ import argparse
 import json
 import math
 import os
-import platform
 import shutil
 import sys
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
-
-import psutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -238,18 +235,7 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     json_path = args.json or os.path.join(args.work, f"scaling_{datetime.now():%Y%m%d%H%M%S}.json")
-    report = {
-        "started": datetime.now().isoformat(timespec="seconds"),
-        "argv": sys.argv[1:],
-        "machine": {
-            "cpus": os.cpu_count(),
-            "memory_gib": round(psutil.virtual_memory().total / 2**30, 1),
-            "platform": platform.platform(),
-        },
-        "versions": run.versions(),
-        "datasets": {},
-        "rows": [],
-    }
+    report = {**run.report_header(), "datasets": {}, "rows": []}
     rows: list[Row] = []
     notes = []
     for n in args.n:
