@@ -161,7 +161,7 @@ class build:
             self.close()  # a failed build leaves no cluster or connection behind
             raise
         t2 = time.perf_counter()
-        decode_errors = {self._listing.path[i]: e for i, e in enumerate(self._decoded.error) if e is not None}
+        decode_errors = {self._listing.path[i]: e for i, e in sorted(self._decoded.error.items())}
         invalid = {**decode_errors, **self._listing.invalid}
         parameters = {
             "recursive": p.recursive,
@@ -220,7 +220,7 @@ class build:
     @property
     def valid(self) -> np.ndarray:
         """Positions of the images that decoded."""
-        return np.array([i for i, e in enumerate(self._decoded.error) if e is None], dtype=np.int64)
+        return self._decoded.valid()
 
     @property
     def reference(self) -> np.ndarray:
@@ -315,8 +315,8 @@ class build:
         """Set aside a shard found damaged and decode its images again (never answer from it)."""
         log.warning("catalog shard %s is damaged: decoding its images again", shard)
         self._catalog.set_aside(shard)
-        positions = [i for i, name in enumerate(self._decoded.shard) if name == shard]
-        self._decoded.replace(positions, self._ingest(self._listing.subset(positions), False))
+        positions = self._decoded.positions_in(shard)
+        self._decoded.replace(positions, self._ingest(self._listing.subset(positions.tolist()), False))
 
     def _ingest(self, listing: Listing, show_progress: bool) -> Decoded:
         """Catalog rows for these files, decoding what the catalog lacks."""

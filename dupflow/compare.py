@@ -95,7 +95,7 @@ def block_size(px_size: int, chunksize: int | None) -> int:
 def _rows(decoded: Decoded, positions: list[int]) -> Rows:
     """Address the given positions in the catalog."""
     names: dict[str, int] = {}
-    shard = np.array([names.setdefault(decoded.shard[p], len(names)) for p in positions], dtype=np.int64)
+    shard = np.array([names.setdefault(decoded.shard_name(p), len(names)) for p in positions], dtype=np.int64)
     return Rows(
         np.array(positions, dtype=np.int64),
         tuple(names),
@@ -283,7 +283,7 @@ def _compare(
 
 def _blocks(decoded: Decoded, positions: np.ndarray, size: int) -> list[Rows]:
     """Cut positions into blocks of `size`, in catalog order (each block reads few shards)."""
-    order = sorted(positions.tolist(), key=lambda p: (decoded.shard[p], decoded.row[p]))
+    order = sorted(positions.tolist(), key=lambda p: (decoded.shard_name(p), decoded.row[p]))
     return [_rows(decoded, order[s : s + size]) for s in range(0, len(order), size)]
 
 

@@ -54,7 +54,7 @@ def file_facts(files: Any, images: Any) -> dict[str, FileFacts]:
     """Facts of every decoded file of a build, by the path shown in results (`build.files`, `.images`)."""
     facts = {}
     for i, path in enumerate(files.path):
-        if images.error[i] is None:
+        if images.shard[i] >= 0:
             facts[path] = FileFacts(
                 int(images.width[i]), int(images.height[i]), int(files.size[i]), float(files.mtime[i])
             )

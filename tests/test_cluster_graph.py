@@ -7,6 +7,7 @@ Run as a script to measure the plans stated in the README:
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 
@@ -14,7 +15,7 @@ import numpy as np
 
 from dupflow.catalog import CatalogRef
 from dupflow.compare import MatchSpec, Scope, find_edges
-from dupflow.ingest import Decoded
+from dupflow.ingest import HASH_DTYPE, Decoded
 
 SHARD_ROWS = 1024  # images per decode partition, as ingest writes them
 COPIES = 0.12  # share of planted exact copies (hash classes of two)
@@ -29,19 +30,21 @@ def synthetic_layout(n: int, px: int = 50, seed: int = 0) -> Decoded:
     sums = np.repeat((means * d / 3).astype(np.int64)[:, None], 3, axis=1)
     sizes = np.array([(4000, 3000), (3000, 4000), (1920, 1080), (1080, 1920), (1024, 768), (640, 480)])
     dims = sizes[rng.integers(0, len(sizes), n)]
-    hashes = [k.to_bytes(16, "little") for k in range(n)]
+    hashes = np.array([(k + 1).to_bytes(16, "little") for k in range(n)], dtype=HASH_DTYPE)
     copies = rng.choice(n, int(n * COPIES / 2), replace=False)
     for k in copies:  # each copy shares its hash (and size) with a neighbour
         hashes[k] = hashes[(k + 1) % n]
         dims[k] = dims[(k + 1) % n]
+    shards = math.ceil(n / SHARD_ROWS)
     return Decoded(
-        shard=[f"{k // SHARD_ROWS:020d}-{k // SHARD_ROWS:032x}.parquet" for k in range(n)],
+        shards=[f"{k:020d}-{k:032x}.parquet" for k in range(shards)],
+        shard=(np.arange(n) // SHARD_ROWS).astype(np.int32),
         row=np.arange(n, dtype=np.int64) % SHARD_ROWS,
         width=dims[:, 0].copy(),
         height=dims[:, 1].copy(),
-        error=[None] * n,
+        error={},
         hash=hashes,
-        hash_turned=list(hashes),
+        hash_turned=hashes.copy(),
         sums=sums,
         decoded=0,
         reused=n,
