@@ -4,8 +4,8 @@ What is compared is a list of scopes: each scope's members are compared with eac
 scope's reference images, never reference with reference (so 1,000 new images against 100,000 already
 kept ones costs 1,000 x 100,000 pruned work, not 101,000^2). Threshold 0 is a hash join: equal tensors
 (up to a quarter turn) have equal hashes, and each hash class is then checked tensor by tensor. Any other
-threshold cuts the images into blocks and runs one task per block pair holding at least one member,
-skipping pairs whose brightness ranges alone rule every match out.
+threshold is planned by `similar`: brightness bands, a region bound through a k-d tree, then exact sums of
+the pairs it leaves in doubt.
 """
 
 from __future__ import annotations
@@ -19,9 +19,10 @@ import numpy as np
 from dask import delayed
 
 from . import kernels
-from .catalog import GRID_DTYPE, CatalogRef
+from .catalog import CatalogRef
 from .cluster import Engine
 from .ingest import Decoded
+from .similar import band_size, similar_edges
 
 VERIFY_IMAGES = 4096  # images checked per hash-join task
 VERIFY_SLICE = 1024  # rows compared with a class head at once
@@ -29,7 +30,7 @@ VERIFY_COPIES = 3  # a verify task's bytes per image: its tensor, a slice's comp
 
 Edges = tuple[np.ndarray, np.ndarray, np.ndarray]
 
-__all__ = ["Edges", "MatchSpec", "Scope", "block_size", "expand_stars", "find_edges"]
+__all__ = ["Edges", "MatchSpec", "Scope", "expand_stars", "find_edges"]
 
 
 @dataclass(frozen=True)
@@ -84,24 +85,11 @@ class Rows:
         return Rows(self.members[picks], self.shards, self.shard[picks], self.row[picks])
 
 
-def block_size(px_size: int, chunksize: int | None) -> int:
-    """Images per block: the user's chunksize, or as many as keep a block pair's task within
-    kernels.TASK_BYTES, float64 temporaries included (1 image at px_size 5000, 1,903 at 50)."""
-    if chunksize is not None:
-        return chunksize
-    return kernels.block_images(px_size)
-
-
 def _rows(decoded: Decoded, positions: list[int]) -> Rows:
     """Address the given positions in the catalog."""
-    names: dict[str, int] = {}
-    shard = np.array([names.setdefault(decoded.shard_name(p), len(names)) for p in positions], dtype=np.int64)
-    return Rows(
-        np.array(positions, dtype=np.int64),
-        tuple(names),
-        shard,
-        decoded.row[np.array(positions, dtype=np.int64)],
-    )
+    positions = np.array(positions, dtype=np.int64)
+    ids, shard = np.unique(decoded.shard[positions], return_inverse=True)
+    return Rows(positions, tuple(decoded.shards[k] for k in ids), shard, decoded.row[positions])
 
 
 def _load(catalog: CatalogRef, rows: Rows, column: str = "tensor") -> np.ndarray:
@@ -114,13 +102,6 @@ def _load(catalog: CatalogRef, rows: Rows, column: str = "tensor") -> np.ndarray
             out = np.empty((len(rows.members), values.shape[1]), dtype=np.uint8)
         out[places] = values
     return out if out is not None else np.empty((0, 0), dtype=np.uint8)
-
-
-def _load_grids(catalog: CatalogRef, rows: Rows, px: int) -> np.ndarray:
-    """The block-sum grids of these rows, as (n, GRID, GRID, 3) float64."""
-    raw = _load(catalog, rows, "grid").view(GRID_DTYPE)
-    g = kernels.GRID
-    return raw.reshape(len(rows.members), g, g, 3).astype(np.float64)
 
 
 # ---- threshold 0: hash join -------------------------------------------------------------------
@@ -248,87 +229,6 @@ def expand_stars(edges: Edges, reference: np.ndarray | None = None) -> Edges:
     return np.array(i, dtype=np.int64), np.array(j, dtype=np.int64), np.zeros(len(i))
 
 
-# ---- threshold > 0: block pairs ---------------------------------------------------------------
-
-
-def _compare(
-    grids_a: np.ndarray,
-    grids_b: np.ndarray,
-    rows_a: Rows,
-    rows_b: Rows,
-    catalog: CatalogRef,
-    dims_a: np.ndarray | None,
-    dims_b: np.ndarray | None,
-    spec: MatchSpec,
-    same: bool,
-) -> Edges:
-    """One block pair: bounds on the grids first, then tensors only for the pairs still in doubt."""
-    px, rotate, limit = spec.px, spec.rotate, spec.limit
-    found = kernels.candidates(grids_a, grids_b, px, rotate, limit, dims_a, dims_b, upper=same)
-    if found is None:  # most pairs survive the bounds: full matrix products are cheaper
-        a = _load(catalog, rows_a)
-        b = a if same else _load(catalog, rows_b)
-        mask = kernels.same_dim_mask(dims_a, dims_b) if dims_a is not None else None
-        i, j, sums = kernels.block_matches(a, b, px, rotate, limit, mask, upper=same)
-        return rows_a.members[i], rows_b.members[j], sums
-    i, j, alive = found
-    if not len(i):
-        return kernels.no_matches()
-    pick_a, i = np.unique(i, return_inverse=True)
-    pick_b, j = np.unique(j, return_inverse=True)
-    a, b = _load(catalog, rows_a.subset(pick_a)), _load(catalog, rows_b.subset(pick_b))
-    i, j, sums = kernels.exact_matches(a, b, px, limit, i, j, alive)
-    return rows_a.members[pick_a[i]], rows_b.members[pick_b[j]], sums
-
-
-def _blocks(decoded: Decoded, positions: np.ndarray, size: int) -> list[Rows]:
-    """Cut positions into blocks of `size`, in catalog order (each block reads few shards)."""
-    order = sorted(positions.tolist(), key=lambda p: (decoded.shard_name(p), decoded.row[p]))
-    return [_rows(decoded, order[s : s + size]) for s in range(0, len(order), size)]
-
-
-def _block_tasks(
-    catalog: CatalogRef, decoded: Decoded, scope: Scope, spec: MatchSpec, size: int, key: str
-) -> list:
-    """One task per block pair holding a member (member x member with x <= y, member x reference) that
-    the blocks' brightness ranges and sizes do not rule out."""
-    members = _blocks(decoded, scope.members, size)
-    blocks = members + _blocks(decoded, scope.reference, size)
-    means = decoded.sums.sum(axis=1) / spec.d
-    ranges = [(means[b.members].min(), means[b.members].max()) for b in blocks]
-    radius = kernels.mean_radius(spec.limit, spec.d)
-    dims = np.sort(np.stack([decoded.width, decoded.height], axis=1), axis=1)
-    shapes = [set(map(tuple, dims[b.members].tolist())) for b in blocks]
-    # one array per block, shared by its tasks (a copy per task made the graph grow as n^2 / block)
-    block_dims = [dims[b.members] if spec.same_dim else None for b in blocks]
-    grids = [
-        delayed(_load_grids, pure=True)(catalog, b, spec.px, dask_key_name=(f"{key}-grids", x))
-        for x, b in enumerate(blocks)
-    ]
-    tasks = []
-    for x, bx in enumerate(members):
-        for y in range(x, len(blocks)):
-            by = blocks[y]
-            gap = max(ranges[y][0] - ranges[x][1], ranges[x][0] - ranges[y][1], 0.0)
-            if gap > radius or (spec.same_dim and not shapes[x] & shapes[y]):
-                continue
-            tasks.append(
-                delayed(_compare, pure=True)(
-                    grids[x],
-                    grids[y],
-                    bx,
-                    by,
-                    catalog,
-                    block_dims[x],
-                    block_dims[y],
-                    spec,
-                    x == y,
-                    dask_key_name=(key, x, y),
-                )
-            )
-    return tasks
-
-
 def find_edges(
     catalog: CatalogRef,
     decoded: Decoded,
@@ -349,33 +249,24 @@ def find_edges(
     spec
         The match rule (tensor side, turns, same_dim, largest S).
     chunksize
-        Images per block, or None to size blocks by memory.
+        Images per brightness band (threshold above 0), or None for similar.BAND_IMAGES.
     engine
         Returns the cluster for a job of so many images.
     show_progress
         Show a progress bar.
     """
-    size = block_size(spec.px, chunksize)
     run = uuid.uuid4().hex[:8]  # task names unique to this call: searches may share one cluster
+    if spec.limit > 0:
+        return similar_edges(catalog, decoded, scopes, spec, band_size(chunksize), engine, show_progress, run)
     per_scope, images = [], 0
     for s, scope in enumerate(scopes):
-        if spec.limit == 0:
-            tasks, n = _duplicate_tasks(catalog, decoded, scope, spec, f"dupflow-verify-{run}-{s}")
-        else:
-            tasks = _block_tasks(catalog, decoded, scope, spec, size, f"dupflow-compare-{run}-{s}")
-            n = len(scope.members) + len(scope.reference)
+        tasks, n = _duplicate_tasks(catalog, decoded, scope, spec, f"dupflow-verify-{run}-{s}")
         per_scope.append(tasks)
         images += n
     flat = [task for tasks in per_scope for task in tasks]
     results = engine(images).run(flat, "dupflow comparing", show_progress, images) if flat else []
     out, start = [], 0
     for tasks in per_scope:
-        chunk = results[start : start + len(tasks)]
+        out.append(_class_edges(results[start : start + len(tasks)]))
         start += len(tasks)
-        if spec.limit == 0:
-            out.append(_class_edges(chunk))
-        elif chunk:
-            out.append(tuple(np.concatenate([part[k] for part in chunk]) for k in range(3)))
-        else:
-            out.append(kernels.no_matches())
     return out

@@ -34,14 +34,6 @@ def images_per_task(px: int, copies: float, most: int) -> int:
     return int(min(most, max(1, TASK_BYTES // (copies * tensor_values(px)))))
 
 
-def block_images(px: int, most: int = 4096) -> int:
-    """Images per block so that one block pair fits TASK_BYTES: per image, its tensor in both blocks and
-    four turned copies (6 tensors' bytes), plus the dense path's four float64 s x s matrices."""
-    d = tensor_values(px)
-    s = (math.sqrt(36.0 * d * d + 128.0 * TASK_BYTES) - 6.0 * d) / 64.0  # 6 d s + 32 s^2 = TASK_BYTES
-    return int(min(most, max(1, s)))
-
-
 def _column_step(rows: int) -> int:
     """Columns per slice so that `rows` float64 rows of a slice stay within FLOAT_BYTES."""
     return max(1, FLOAT_BYTES // (8 * max(1, rows)))
@@ -125,9 +117,8 @@ def block_matches(
     return i, j, sums[i, j]
 
 
-GRID = 5  # coarse grid side for the block-mean bound
+GRID = 5  # coarse grid side of the block sums stored per tensor (the region bound sums its cells)
 PAIR_CHUNK = 1 << 16  # candidate pairs handled at once (bounds memory)
-DENSE_FRACTION = 0.25  # above this share of surviving pairs, one matrix product per turn is cheaper
 
 
 def _slack(limit: float) -> float:
@@ -159,19 +150,6 @@ def grid_sums(block: np.ndarray, px: int, edges: np.ndarray) -> np.ndarray:
     return np.add.reduceat(rows, edges[:-1], axis=2, dtype=np.int64).astype(np.float64)
 
 
-def window_pairs(mean_a: np.ndarray, mean_b: np.ndarray, radius: float) -> tuple[np.ndarray, np.ndarray]:
-    """All (i, j) with |mean_a[i] - mean_b[j]| <= radius, found by sorting (no n x m work)."""
-    order_a, order_b = np.argsort(mean_a, kind="stable"), np.argsort(mean_b, kind="stable")
-    sorted_b = mean_b[order_b]
-    lo = np.searchsorted(sorted_b, mean_a[order_a] - radius, side="left")
-    hi = np.searchsorted(sorted_b, mean_a[order_a] + radius, side="right")
-    counts = hi - lo
-    total = int(counts.sum())
-    ii = np.repeat(np.arange(len(mean_a)), counts)
-    jj = np.repeat(lo - (np.cumsum(counts) - counts), counts) + np.arange(total)
-    return order_a[ii], order_b[jj]
-
-
 def _exact_sums(a: np.ndarray, turned: np.ndarray, i: np.ndarray, j: np.ndarray) -> np.ndarray:
     """sum((a[i] - turned[j])^2) per pair, exact in float64, in memory-bounded row and column slices."""
     out = np.zeros(len(i), dtype=np.float64)
@@ -184,54 +162,6 @@ def _exact_sums(a: np.ndarray, turned: np.ndarray, i: np.ndarray, j: np.ndarray)
             diff = a[ii, cols].astype(np.float64) - turned[jj, cols]
             out[start : start + rows] += np.einsum("ij,ij->i", diff, diff)
     return out
-
-
-def candidates(
-    grid_a: np.ndarray,
-    grid_b: np.ndarray,
-    px: int,
-    rotate: bool,
-    limit: float,
-    dims_a: np.ndarray | None = None,
-    dims_b: np.ndarray | None = None,
-    upper: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-    """Pairs (i, j) and the turns (n_pairs x n_turns bool) that no lower bound rules out.
-
-    Works on block-sum grids alone (see grid_sums), never on tensors. Bounds, each never above the
-    true sum S (averaging never increases a squared error): mean brightness d*(mean_a - mean_b)^2,
-    per-channel sums, then the GRID x GRID grid for each turn. Returns None when so many pairs survive
-    that one matrix product per turn is cheaper (block_matches).
-    """
-    d = tensor_values(px)
-    if math.isinf(limit) or limit >= d * 255 * 255:
-        return None
-    ca, cb = grid_a.sum(axis=(1, 2)), grid_b.sum(axis=(1, 2))
-    i, j = window_pairs(ca.sum(axis=1) / d, cb.sum(axis=1) / d, mean_radius(limit, d))
-    keep = i < j if upper else np.ones(len(i), dtype=bool)
-    if dims_a is not None:
-        keep &= (dims_a[i] == dims_b[j]).all(axis=1)
-    i, j = i[keep], j[keep]
-    if len(i) > DENSE_FRACTION * len(grid_a) * len(grid_b):
-        return None
-    px2 = float(px * px)
-    keep = np.empty(len(i), dtype=bool)
-    for start in range(0, len(i), PAIR_CHUNK):
-        sl = slice(start, start + PAIR_CHUNK)
-        keep[sl] = ((ca[i[sl]] - cb[j[sl]]) ** 2).sum(axis=1) / px2 <= _slack(limit)
-    i, j = i[keep], j[keep]
-    sizes = np.diff(grid_edges(px)).astype(np.float64)
-    weights = (sizes[:, None] * sizes[None, :])[None, :, :, None]
-    turns = 4 if rotate else 1
-    alive = np.empty((len(i), turns), dtype=bool)
-    for k in range(turns):
-        gbk = np.rot90(grid_b, k, axes=(1, 2))
-        for start in range(0, len(i), PAIR_CHUNK):
-            sl = slice(start, start + PAIR_CHUNK)
-            bound = ((grid_a[i[sl]] - gbk[j[sl]]) ** 2 / weights).sum(axis=(1, 2, 3))
-            alive[sl, k] = bound <= _slack(limit)
-    keep = alive.any(axis=1)
-    return i[keep], j[keep], alive[keep]
 
 
 def exact_matches(
@@ -247,27 +177,115 @@ def exact_matches(
     return i[hit], j[hit], best[hit]
 
 
-def pruned_matches(
-    a: np.ndarray,
-    b: np.ndarray,
-    px: int,
-    rotate: bool,
-    limit: float,
-    dims_a: np.ndarray | None = None,
-    dims_b: np.ndarray | None = None,
-    upper: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Same answer as block_matches, with lower bounds discarding pairs before any full comparison."""
-    edges = grid_edges(px)
-    found = candidates(
-        grid_sums(a, px, edges), grid_sums(b, px, edges), px, rotate, limit, dims_a, dims_b, upper
-    )
-    if found is None:
-        mask = same_dim_mask(dims_a, dims_b) if dims_a is not None else None
-        return block_matches(a, b, px, rotate, limit, mask, upper)
-    return exact_matches(a, b, px, limit, *found)
-
-
 def no_matches() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """An empty (i, j, S) edge list."""
     return np.empty(0, np.int64), np.empty(0, np.int64), np.empty(0, np.float64)
+
+
+# ---- coarse regions: the cheap first bound, and the index that finds the pairs it keeps ----------------
+
+# Five regions of the GRID x GRID cells: four 2 x 3 arms of a pinwheel around the centre cell. A quarter
+# turn maps each arm onto the next, so a turned image's region sums are its own, permuted.
+PINWHEEL = np.array(
+    [
+        [0, 0, 0, 1, 1],
+        [0, 0, 0, 1, 1],
+        [3, 3, 4, 1, 1],
+        [3, 3, 2, 2, 2],
+        [3, 3, 2, 2, 2],
+    ]
+)
+REGIONS = 5
+PROJECTED = 6  # coordinates the neighbour index searches in (of REGIONS * 3)
+
+
+def _region_turns() -> np.ndarray:
+    """REGION_TURNS[k][q]: the region of the unturned image that k quarter turns (np.rot90) bring to q."""
+    out = []
+    for k in range(4):
+        turned = np.rot90(PINWHEEL, k)
+        perm = [int(np.unique(turned[PINWHEEL == q]).item()) for q in range(REGIONS)]
+        out.append(perm)
+    return np.array(out)
+
+
+REGION_TURNS = _region_turns()
+
+
+def region_sums(grids: np.ndarray) -> np.ndarray:
+    """Per-region, per-channel sums (n, REGIONS, 3) int64 of (n, GRID, GRID, 3) block-sum grids."""
+    grids = np.asarray(grids, dtype=np.int64).reshape(len(grids), GRID * GRID, 3)
+    labels = PINWHEEL.reshape(-1)
+    return np.stack([grids[:, labels == q].sum(axis=1) for q in range(REGIONS)], axis=1)
+
+
+def region_pixels(px: int) -> np.ndarray:
+    """Pixels in each region at this px_size (the arms are equal: the grid edges are symmetric)."""
+    sizes = np.diff(grid_edges(px))
+    cells = (sizes[:, None] * sizes[None, :]).reshape(-1)
+    return np.array([cells[PINWHEEL.reshape(-1) == q].sum() for q in range(REGIONS)], dtype=np.float64)
+
+
+def region_features(sums: np.ndarray, px: int, turn: int = 0) -> np.ndarray:
+    """Points whose squared distance is a lower bound on S: for tensors a and b turned k times,
+    |f(a, 0) - f(b, k)|^2 = sum over regions and channels of (region sum difference)^2 / pixels <= S
+    (averaging never increases a squared error)."""
+    scaled = sums[:, REGION_TURNS[turn]] / np.sqrt(region_pixels(px))[None, :, None]
+    return scaled.reshape(len(sums), REGIONS * 3)
+
+
+def near_pairs(fa: np.ndarray, fb: np.ndarray, limit: float, upper: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Every (i, j) with |fa[i] - fb[j]|^2 <= limit (float64 slack only), i < j when fa is fb.
+
+    A k-d tree finds them on a projection onto the points' main axes (an orthonormal projection never
+    lengthens a distance, so no pair is lost), then the full distance decides.
+    """
+    from scipy.spatial import cKDTree
+
+    if not len(fa) or not len(fb):
+        return np.empty(0, np.int64), np.empty(0, np.int64)
+    both = np.concatenate([fa, fb[: 0 if upper else len(fb)]])
+    centre = both.mean(axis=0)
+    sample = both[:: max(1, len(both) // 4096)] - centre
+    axes = np.linalg.svd(sample, full_matrices=False)[2][:PROJECTED].T
+    scale = float(np.abs(both).max()) + 1.0
+    radius = math.sqrt(_slack(limit)) * (1 + 1e-9) + 1e-9 * scale  # room for the projection's rounding
+    tree_a = cKDTree((fa - centre) @ axes)
+    tree_b = tree_a if upper else cKDTree((fb - centre) @ axes)
+    found = tree_a.sparse_distance_matrix(tree_b, radius, output_type="ndarray")
+    i, j = found["i"].astype(np.int64), found["j"].astype(np.int64)
+    if upper:
+        i, j = i[i < j], j[i < j]
+    keep = np.empty(len(i), dtype=bool)
+    for start in range(0, len(i), PAIR_CHUNK):
+        sl = slice(start, start + PAIR_CHUNK)
+        keep[sl] = ((fa[i[sl]] - fb[j[sl]]) ** 2).sum(axis=1) <= _slack(limit)
+    return i[keep], j[keep]
+
+
+def region_candidates(
+    sums_a: np.ndarray, sums_b: np.ndarray, px: int, rotate: bool, limit: float, upper: bool = False
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pairs (i, j) and the turns of b (n_pairs x n_turns bool) that the region bound leaves in doubt;
+    with `upper` (a set against itself) each pair once, i < j."""
+    turns = 4 if rotate else 1
+    fa = region_features(sums_a, px)
+    found_i, found_j, found_k = [], [], []
+    for k in range(turns):
+        fb = fa if upper and k == 0 else region_features(sums_b, px, k)
+        if upper and k:  # a set against its own turns: (i, j, k) and (j, i, k) are different pairs of tensors
+            i, j = near_pairs(fa, fb, limit, upper=False)
+            i, j = i[i != j], j[i != j]
+            i, j, k_pair = np.minimum(i, j), np.maximum(i, j), np.where(i < j, k, (4 - k) % 4)
+        else:
+            i, j = near_pairs(fa, fb, limit, upper)
+            k_pair = np.full(len(i), k)
+        found_i.append(i)
+        found_j.append(j)
+        found_k.append(k_pair)
+    i, j, k = np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_k)
+    width = max(1, len(sums_b))
+    pair, inverse = np.unique(i * width + j, return_inverse=True)
+    alive = np.zeros((len(pair), turns), dtype=bool)
+    alive[inverse, k] = True
+    return pair // width, pair % width, alive

@@ -101,7 +101,7 @@ def test_small_blocks_give_the_same_pairs(dataset, client, tmp_path):
     whole = dupflow.search(dif, similarity=50, same_dim=False, show_progress=False)
     pieces = dupflow.search(dif, similarity=50, same_dim=False, chunksize=3, show_progress=False)
     assert whole.pairs == pieces.pairs and whole.result == pieces.result
-    assert pieces.stats["dupflow"]["search"]["block_size"] == 3
+    assert pieces.stats["dupflow"]["search"]["band_size"] == 3
 
 
 def test_in_folder_pairs_stay_within_each_input(dataset, client, tmp_path):

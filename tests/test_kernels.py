@@ -77,20 +77,37 @@ def test_grid_turns_with_the_image():
             assert np.array_equal(kernels.grid_sums(turned, px, edges), np.rot90(grid, k, axes=(1, 2)))
 
 
-def test_window_pairs_finds_exactly_the_close_means():
-    rng = np.random.default_rng(3)
-    ma, mb = rng.uniform(0, 10, 300), rng.uniform(0, 10, 200)
-    i, j = kernels.window_pairs(ma, mb, 0.3)
-    got = set(zip(i.tolist(), j.tolist()))
-    want = {(x, y) for x in range(300) for y in range(200) if abs(ma[x] - mb[y]) <= 0.3}
-    assert got == want and len(got) == len(i)
+def _pruned(a, b, px, rotate, limit, upper=False):
+    """The search's path on tensors: region sums from the grids, the k-d tree, exact sums of survivors."""
+    edges = kernels.grid_edges(px)
+    sa, sb = (kernels.region_sums(kernels.grid_sums(t, px, edges)) for t in (a, b))
+    i, j, alive = kernels.region_candidates(sa, sb, px, rotate, limit, upper)
+    return kernels.exact_matches(a, b, px, limit, i, j, alive)
+
+
+def test_region_turns_follow_the_grid_and_bound_every_turn():
+    """A turned image's region sums are its own, permuted; the region bound never exceeds the true S."""
+    rng = np.random.default_rng(5)
+    for px in (10, 16, 50):
+        a = rng.integers(0, 256, (30, 3 * px * px), dtype=np.uint8)
+        grids = kernels.grid_sums(a, px, kernels.grid_edges(px))
+        sums = kernels.region_sums(grids)
+        for k in range(4):
+            turned = kernels.region_sums(np.rot90(grids, k, axes=(1, 2)))
+            assert np.array_equal(turned, sums[:, kernels.REGION_TURNS[k]])
+            exact = (
+                (a[:, None, :].astype(np.int64) - kernels.rotations(a, px, True)[k][None].astype(np.int64))
+                ** 2
+            ).sum(-1)
+            fa, fb = kernels.region_features(sums, px), kernels.region_features(sums, px, k)
+            bound = ((fa[:, None, :] - fb[None, :, :]) ** 2).sum(-1)
+            assert (bound <= exact * (1 + 1e-12) + 1e-6).all()
 
 
 @pytest.mark.parametrize("px", [10, 16, 50])
 @pytest.mark.parametrize("limit_mse", [0.5, 5, 50, 500])
-def test_pruned_matches_equal_the_dense_kernel(px, limit_mse, monkeypatch):
+def test_pruned_path_equals_the_dense_kernel(px, limit_mse):
     """Pruning is exact: the same pairs and sums as the full matrix product, on near and far images."""
-    monkeypatch.setattr(kernels, "DENSE_FRACTION", 2.0)  # always take the pruning path
     rng = np.random.default_rng(px)
     d = 3 * px * px
     base = rng.integers(0, 60, (20, d)) + rng.integers(0, 190, (20, 1))  # spread mean brightness
@@ -98,16 +115,12 @@ def test_pruned_matches_equal_the_dense_kernel(px, limit_mse, monkeypatch):
     turned = kernels.rotations(base.astype(np.uint8), px, True)[1].astype(np.int64)
     a = np.concatenate([base] + variants[:2]).astype(np.uint8)
     b = np.concatenate(variants[2:] + [turned, np.clip(turned + 2, 0, 255)]).astype(np.uint8)
-    dims_a = np.sort(rng.integers(1, 3, (len(a), 2)), axis=1)
-    dims_b = np.sort(rng.integers(1, 3, (len(b), 2)), axis=1)
     limit = kernels.match_limit(limit_mse, d)
     for rotate in (True, False):
-        for da, db in ((None, None), (dims_a, dims_b)):
-            mask = kernels.same_dim_mask(da, db) if da is not None else None
-            want = kernels.block_matches(a, b, px, rotate, limit, mask)
-            got = kernels.pruned_matches(a, b, px, rotate, limit, da, db)
-            assert len(want[0]) > 0 or not rotate
-            assert sorted(zip(*[x.tolist() for x in want])) == sorted(zip(*[x.tolist() for x in got]))
+        want = kernels.block_matches(a, b, px, rotate, limit)
+        got = _pruned(a, b, px, rotate, limit)
+        assert len(want[0]) > 0 or not rotate
+        assert sorted(zip(*[x.tolist() for x in want])) == sorted(zip(*[x.tolist() for x in got]))
         want = kernels.block_matches(a, a, px, rotate, limit, None, upper=True)
-        got = kernels.pruned_matches(a, a, px, rotate, limit, upper=True)
+        got = _pruned(a, a, px, rotate, limit, upper=True)
         assert sorted(zip(*[x.tolist() for x in want])) == sorted(zip(*[x.tolist() for x in got]))

@@ -17,9 +17,9 @@ from imagegen import photo, reference_tensor, save
 from PIL import Image
 
 import dupflow
-from dupflow import kernels
+from dupflow import kernels, similar
 from dupflow.cluster import Engine
-from dupflow.compare import MatchSpec, Scope, _block_tasks, block_size, expand_stars, find_edges
+from dupflow.compare import MatchSpec, Scope, expand_stars, find_edges
 from dupflow.decode import decode_image
 from dupflow.groups import class_groups, greedy_groups
 
@@ -113,6 +113,7 @@ def test_every_threshold_equals_brute_force(families, client, chunksize):
     if chunksize is not None:  # tiny blocks mean many tasks: five families and 40 unrelated images
         everyone = np.array([k for k, p in enumerate(paths) if _small_subset(p)])
     grids = kernels.grid_sums(tensors.astype(np.uint8).reshape(len(paths), -1), PX, kernels.grid_edges(PX))
+    regions = kernels.region_sums(grids[everyone])
     limits = _limits(sums[True][np.ix_(everyone, everyone)], 9 if chunksize is None else 5)
     assert len(limits) > 6
     pairs_at_limit = 0
@@ -123,8 +124,9 @@ def test_every_threshold_equals_brute_force(families, client, chunksize):
             want = _brute(sums[rotate], limit, everyone, everyone[:0])
             assert _got(edges[0]) == want, (limit, rotate, chunksize)
             pairs_at_limit += sum(1 for s in want.values() if s == limit)
-            if chunksize is None and 0 < limit:  # one block: the pruned path decides, not the dense one
-                assert kernels.candidates(grids, grids, PX, rotate, limit, upper=True) is not None
+            if 0 < limit < float(3 * PX * PX * 26):  # the region bound really prunes: most pairs never
+                i, _, _ = kernels.region_candidates(regions, regions, PX, rotate, limit, upper=True)
+                assert len(i) < 0.5 * len(everyone) * (len(everyone) - 1) / 2  # reach an exact sum
     assert pairs_at_limit >= len(limits) - 1  # every non-zero limit is some pair's exact S
 
 
@@ -143,13 +145,24 @@ def test_scope_compares_members_with_reference_never_reference_with_reference(fa
             want = _brute(sums[True], limit, members, reference)
             assert got == want, (limit, chunksize)
             assert any(a in reference or b in reference for a, b in want) or limit == 0
-    # reference x reference is never planned: with nothing skippable, exactly the member block pairs run
+    # reference x reference is never planned: with nothing skippable, exactly the band pairs holding a member
     spec = MatchSpec(PX, True, False, float(3 * PX * PX * 255**2))
-    size = 7
-    tasks = _block_tasks(catalog, decoded, Scope(members, reference), spec, size, "t")
-    mb, rb = -(-len(members) // size), -(-len(reference) // size)
-    assert len(tasks) == mb * (mb + 1) // 2 + mb * rb
-    assert block_size(PX, size) == size
+    positions = np.concatenate([members, reference])
+    is_reference = np.r_[np.zeros(len(members), bool), np.ones(len(reference), bool)]
+    dims = np.sort(np.stack([decoded.width, decoded.height], axis=1), axis=1)
+    got = similar.plan(positions, is_reference, decoded.sums, dims, spec, 7)
+    bands = got.bands
+    assert all(len(b.positions) <= 7 for b in bands) and sum(len(b.positions) for b in bands) == len(
+        positions
+    )
+    assert got.pairs == [
+        (x, y)
+        for x in range(len(bands))
+        for y in range(x, len(bands))
+        if not (bands[x].reference.all() and bands[y].reference.all())
+    ]
+    assert len(got.pairs) < len(bands) * (len(bands) + 1) // 2  # some pairs were all reference: skipped
+    assert similar.band_size(7) == 7
 
 
 def test_threshold_zero_with_reference(families, client):
@@ -221,29 +234,27 @@ def test_class_groups_equal_greedy_groups_over_every_pair():
 
 
 @pytest.mark.parametrize("px", [1000, 2000])
-def test_block_size_bounds_a_block_pairs_bytes(px):
-    """At the computed block size, a block pair's whole task (both blocks, turned copies, float64
-    temporaries, the dense path's matrices) stays within kernels.TASK_BYTES."""
-    size, d = block_size(px, None), 3 * px * px
-    assert 1 < size < kernels.block_images(10)  # sized by bytes, not a fixed count
+def test_exact_tasks_stay_within_their_bytes(px):
+    """At the exact stage's images per task, a task's whole work (the shards' pieces it holds, its own
+    copy, turned copies, float64 temporaries) stays within kernels.TASK_BYTES."""
+    most, d = kernels.images_per_task(px, similar.EXACT_COPIES, 8192), 3 * px * px
+    assert 1 < most < kernels.images_per_task(10, similar.EXACT_COPIES, 8192)  # sized by bytes
     rng = np.random.default_rng(px)
-    a = rng.integers(0, 256, (size, d), dtype=np.uint8)
-    b = a.copy()
-    b[::2] = np.clip(b[::2].astype(np.int16) + rng.integers(-2, 3, b[::2].shape), 0, 255)
-    held = a.nbytes + b.nbytes  # what the task has loaded before it computes
-    limit = float(4 * d)
-    rows = np.repeat(np.arange(size), 2)  # pruned path: each row against two rows, every turn in doubt
-    alive = np.ones((2 * size, 4), bool)
-    for run in (
-        lambda: kernels.block_matches(a, b, px, True, limit),  # dense: one product per turn
-        lambda: kernels.exact_matches(a, b, px, limit, rows, (rows + np.tile([0, 1], size)) % size, alive),
-    ):
-        tracemalloc.start()
-        i, j, sums = run()
-        peak = tracemalloc.get_traced_memory()[1]
-        tracemalloc.stop()
-        assert held + peak <= kernels.TASK_BYTES, (px, size, held + peak)
-        assert len(i) >= size // 2  # the identical rows match: the work really ran
+    a = rng.integers(0, 256, (most, d), dtype=np.uint8)
+    even = a[0 : most // 2 * 2 : 2]
+    a[1 : most // 2 * 2 : 2] = np.clip(even.astype(np.int16) + rng.integers(-2, 3, even.shape), 0, 255)
+    positions = np.arange(most) * 3
+    pieces = [(positions[::2], a[::2]), (positions[1::2], a[1::2])]  # two shards' parts, as received
+    i = positions[np.repeat(np.arange(most), 2)]  # each image against two others, every turn in doubt
+    j = positions[(np.repeat(np.arange(most), 2) + np.tile([1, 2], most)) % most]
+    alive = np.ones((len(i), 4), bool)
+    spec = MatchSpec(px, True, False, float(4 * d))
+    tracemalloc.start()
+    found = similar._exact(pieces, i, j, alive, spec)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert a.nbytes + peak <= kernels.TASK_BYTES, (px, most, a.nbytes + peak)
+    assert len(found[0]) >= most // 2  # the near rows match: the work really ran
 
 
 def _jpeg(seed: int, width: int, height: int) -> bytes:

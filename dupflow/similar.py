@@ -1,0 +1,277 @@
+"""Stage 4 for a threshold above 0: brightness bands, a region bound found through a k-d tree, exact sums.
+
+Two passes over the cluster, each reading every shard once, sequentially:
+1. Bounds. Each shard task reads the grid column of its rows and hands each brightness band its rows'
+   region sums (kernels.region_sums). A band holds images of neighbouring mean brightness, so a band
+   meets only the bands within the brightness radius: the work follows the pairs that can match, not
+   blocks². Each band pair keeps the pairs whose region bound (a lower bound on S, per turn) is within
+   the limit, found through a k-d tree, and returns them to the client.
+2. Exact sums. The surviving pairs are cut into tasks of bounded bytes; each shard task reads only the
+   tensors those tasks need and hands each its part; each task computes S exactly for the live turns.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Callable
+
+import numpy as np
+from dask import delayed
+
+from . import kernels
+from .catalog import GRID_DTYPE, CatalogRef
+from .cluster import Engine
+
+if TYPE_CHECKING:
+    from .compare import MatchSpec, Scope
+    from .ingest import Decoded
+
+BAND_IMAGES = 1 << 15  # images per band (region sums: about 1 KB per image while a band pair runs)
+EXACT_PAIRS = 1 << 16  # candidate pairs per exact task
+EXACT_COPIES = 6  # an exact task's bytes per image: its tensor, four turns, a float64 slice
+
+Edges = tuple[np.ndarray, np.ndarray, np.ndarray]
+
+__all__ = ["Plan", "band_size", "plan", "bound_tasks", "exact_tasks"]
+
+
+def band_size(chunksize: int | None) -> int:
+    """Images per band: the user's chunksize, or BAND_IMAGES (a band holds region sums, not tensors)."""
+    return chunksize if chunksize is not None else BAND_IMAGES
+
+
+@dataclass(frozen=True)
+class Band:
+    """Images of neighbouring brightness (positions), which of them are reference images, their sizes."""
+
+    positions: np.ndarray
+    reference: np.ndarray
+    dims: np.ndarray  # sorted (short side, long side) per image
+    low: float  # least and greatest mean brightness
+    high: float
+
+
+@dataclass(frozen=True)
+class Plan:
+    """One scope's bands and which band pairs can hold a match."""
+
+    bands: list[Band]
+    pairs: list[tuple[int, int]]
+
+
+def plan(
+    positions: np.ndarray,
+    reference: np.ndarray,
+    sums: np.ndarray,
+    dims: np.ndarray,
+    spec: MatchSpec,
+    size: int,
+) -> Plan:
+    """Cut a scope into bands by mean brightness; keep the band pairs within the brightness radius whose
+    images are not all reference images (and, with same_dim, share a size)."""
+    means = sums[positions].sum(axis=1) / spec.d
+    order = np.argsort(means, kind="stable")
+    bands = []
+    for start in range(0, len(order), size):
+        pick = order[start : start + size]
+        bands.append(
+            Band(positions[pick], reference[pick], dims[positions[pick]], means[pick[0]], means[pick[-1]])
+        )
+    radius = kernels.mean_radius(spec.limit, spec.d)
+    codes = [np.unique(b.dims[:, 0] * (1 << 32) + b.dims[:, 1]) for b in bands]
+    pairs = []
+    for x, bx in enumerate(bands):
+        for y in range(x, len(bands)):
+            by = bands[y]
+            if by.low - bx.high > radius:
+                break  # bands are in brightness order: every later band is farther
+            if bx.reference.all() and by.reference.all():
+                continue
+            if spec.same_dim and not len(np.intersect1d(codes[x], codes[y])):
+                continue
+            pairs.append((x, y))
+    return Plan(bands, pairs)
+
+
+def _shard_regions(
+    catalog: CatalogRef, shard: str, rows: np.ndarray, positions: np.ndarray, band: np.ndarray
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Read one shard's grids for these rows; each band's positions and region sums."""
+    g = kernels.GRID
+    grids = catalog.read_rows(shard, rows, "grid").view(GRID_DTYPE).reshape(len(rows), g, g, 3)
+    sums = kernels.region_sums(grids)
+    return {int(b): (positions[band == b], sums[band == b]) for b in np.unique(band)}
+
+
+def _band_regions(pieces: list[tuple[np.ndarray, np.ndarray]], positions: np.ndarray) -> np.ndarray:
+    """One band's region sums, in the band's order of positions, from the shards' pieces."""
+    got = np.concatenate([p for p, _ in pieces])
+    sums = np.concatenate([s for _, s in pieces])
+    order = np.argsort(got)
+    return sums[order[np.searchsorted(got, positions, sorter=order)]]
+
+
+def _band_pair(
+    sums_x: np.ndarray, sums_y: np.ndarray, bx: Band, by: Band, spec: MatchSpec, same: bool
+) -> tuple:
+    """The pairs of two bands (or one band with itself) that the region bound leaves in doubt, as
+    positions and live turns; never two reference images, and with same_dim only equal sizes."""
+    keep_x = np.arange(len(bx.positions))
+    keep_y = np.arange(len(by.positions))
+    if not same:  # only the edges facing each other can be within the radius
+        radius = kernels.mean_radius(spec.limit, spec.d)
+        keep_x = keep_x[sums_x.sum(axis=(1, 2)) / spec.d >= by.low - radius]
+        keep_y = keep_y[sums_y.sum(axis=(1, 2)) / spec.d <= bx.high + radius]
+    i, j, alive = kernels.region_candidates(
+        sums_x[keep_x], sums_y[keep_y], spec.px, spec.rotate, spec.limit, upper=same
+    )
+    i, j = keep_x[i], keep_y[j]
+    keep = ~(bx.reference[i] & by.reference[j])
+    if spec.same_dim:
+        keep &= (bx.dims[i] == by.dims[j]).all(axis=1)
+    return bx.positions[i[keep]], by.positions[j[keep]], alive[keep]
+
+
+def bound_tasks(catalog: CatalogRef, decoded: Decoded, the_plan: Plan, spec: MatchSpec, key: str) -> list:
+    """Pass 1: one task per band pair, fed by one task per shard (its rows' region sums, split by band)."""
+    positions = np.concatenate([b.positions for b in the_plan.bands])
+    band = np.concatenate([np.full(len(b.positions), x) for x, b in enumerate(the_plan.bands)])
+    shard = decoded.shard[positions]
+    pieces: list[list] = [[] for _ in the_plan.bands]
+    for k in np.unique(shard):
+        mine = shard == k
+        task = delayed(_shard_regions, pure=True)(
+            catalog,
+            decoded.shards[k],
+            decoded.row[positions[mine]],
+            positions[mine],
+            band[mine],
+            dask_key_name=(f"{key}-shard", int(k)),
+        )
+        for b in np.unique(band[mine]).tolist():
+            pieces[b].append(task[b])
+    regions = [
+        delayed(_band_regions, pure=True)(pieces[x], b.positions, dask_key_name=(f"{key}-band", x))
+        for x, b in enumerate(the_plan.bands)
+    ]
+    bands = the_plan.bands
+    return [
+        delayed(_band_pair, pure=True)(
+            regions[x], regions[y], bands[x], bands[y], spec, x == y, dask_key_name=(key, x, y)
+        )
+        for x, y in the_plan.pairs
+    ]
+
+
+def _chunks(i: np.ndarray, j: np.ndarray, most_images: int) -> list[slice]:
+    """Cut the candidate pairs into runs of at most EXACT_PAIRS pairs and most_images distinct images."""
+    out, start = [], 0
+    while start < len(i):
+        stop = min(len(i), start + EXACT_PAIRS)
+        while (
+            stop - start > 1 and len(np.unique(np.concatenate([i[start:stop], j[start:stop]]))) > most_images
+        ):
+            stop = start + (stop - start) // 2
+        out.append(slice(start, stop))
+        start = stop
+    return out
+
+
+def _shard_tensors(
+    catalog: CatalogRef, shard: str, rows: np.ndarray, positions: np.ndarray, task: np.ndarray
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Read one shard's tensors for these rows (each row once); each exact task's positions and tensors."""
+    unique, inverse = np.unique(rows, return_inverse=True)
+    tensors = catalog.read_rows(shard, unique, "tensor")[inverse]
+    return {int(t): (positions[task == t], tensors[task == t]) for t in np.unique(task)}
+
+
+def _exact(pieces: list, i: np.ndarray, j: np.ndarray, alive: np.ndarray, spec: MatchSpec) -> Edges:
+    """Exact S for candidate pairs over their live turns; the pairs within the limit."""
+    got = np.concatenate([p for p, _ in pieces])
+    tensors = np.concatenate([t for _, t in pieces])
+    order = np.argsort(got)
+    got, tensors = got[order], tensors[order]
+    li, lj = np.searchsorted(got, i), np.searchsorted(got, j)
+    if 4 * len(li) <= len(got) ** 2:
+        a, b, sums = kernels.exact_matches(tensors, tensors, spec.px, spec.limit, li, lj, alive)
+        return got[a], got[b], sums
+    # most pairs in doubt (a high threshold): one matrix product per turn beats pair by pair; a turn the
+    # bound ruled out has S above the limit, so the least S over all turns decides the same
+    sums = kernels.pair_sums(tensors, tensors, spec.px, alive.shape[1] > 1)[li, lj]
+    hit = sums <= spec.limit
+    return i[hit], j[hit], sums[hit]
+
+
+def exact_tasks(catalog: CatalogRef, decoded: Decoded, found: list, spec: MatchSpec, key: str) -> list:
+    """Pass 2: the band pairs' candidates cut into exact tasks, fed by one task per shard."""
+    found = [f for f in found if len(f[0])]
+    if not found:
+        return []
+    i = np.concatenate([f[0] for f in found])
+    j = np.concatenate([f[1] for f in found])
+    alive = np.concatenate([f[2] for f in found])
+    most = kernels.images_per_task(spec.px, EXACT_COPIES, 8192)
+    chunks = _chunks(i, j, most)
+    needed = [np.unique(np.concatenate([i[c], j[c]])) for c in chunks]
+    positions = np.concatenate(needed)
+    task = np.concatenate([np.full(len(n), t) for t, n in enumerate(needed)])
+    shard = decoded.shard[positions]
+    pieces: list[list] = [[] for _ in chunks]
+    for k in np.unique(shard):
+        mine = shard == k
+        fetch = delayed(_shard_tensors, pure=True)(
+            catalog,
+            decoded.shards[k],
+            decoded.row[positions[mine]],
+            positions[mine],
+            task[mine],
+            dask_key_name=(f"{key}-tensors", int(k)),
+        )
+        for t in np.unique(task[mine]).tolist():
+            pieces[t].append(fetch[t])
+    return [
+        delayed(_exact, pure=True)(pieces[t], i[c], j[c], alive[c], spec, dask_key_name=(key, t))
+        for t, c in enumerate(chunks)
+    ]
+
+
+def similar_edges(
+    catalog: CatalogRef,
+    decoded: Decoded,
+    scopes: list[Scope],
+    spec: MatchSpec,
+    size: int,
+    engine: Callable[[int], Engine],
+    show_progress: bool,
+    run: str,
+) -> list[Edges]:
+    """Every pair within the limit in each scope (members with members and with reference images)."""
+    dims = np.sort(np.stack([decoded.width, decoded.height], axis=1), axis=1)
+    plans, images = [], 0
+    for scope in scopes:
+        positions = np.concatenate([scope.members, scope.reference])
+        reference = np.r_[np.zeros(len(scope.members), bool), np.ones(len(scope.reference), bool)]
+        plans.append(plan(positions, reference, decoded.sums, dims, spec, size))
+        images += len(positions)
+    bounds = [bound_tasks(catalog, decoded, p, spec, f"dupflow-bound-{run}-{s}") for s, p in enumerate(plans)]
+    flat = [t for tasks in bounds for t in tasks]
+    found = engine(images).run(flat, "dupflow bounding", show_progress, images) if flat else []
+    exact, start = [], 0
+    for s, tasks in enumerate(bounds):
+        exact.append(
+            exact_tasks(catalog, decoded, found[start : start + len(tasks)], spec, f"dupflow-exact-{run}-{s}")
+        )
+        start += len(tasks)
+    flat = [t for tasks in exact for t in tasks]
+    results = engine(images).run(flat, "dupflow comparing", show_progress, images) if flat else []
+    out, start = [], 0
+    for tasks in exact:
+        chunk = results[start : start + len(tasks)]
+        start += len(tasks)
+        out.append(
+            tuple(np.concatenate([part[k] for part in chunk]) for k in range(3))
+            if chunk
+            else kernels.no_matches()
+        )
+    return out
