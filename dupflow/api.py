@@ -17,7 +17,7 @@ from . import __version__
 from .actions import Removal, delete_files, move_files
 from .catalog import CatalogError, CatalogRef, default_root, namespace
 from .cluster import Engine
-from .compare import Edges, MatchSpec, Scope, block_size, expand_stars, find_edges
+from .compare import Edges, MatchSpec, Scope, expand_stars, find_edges
 from .groups import class_groups, count_matches, greedy_groups, lower_quality, quality_order, result_dict
 from .ingest import Decoded, ingest
 from .outputs import human_bytes
@@ -28,6 +28,7 @@ from .params import (
     validate_build,
     validate_search,
 )
+from .similar import band_size
 from .sources import Listing, is_remote, list_files, redact
 from .stats import build_stats, json_number, search_stats
 
@@ -505,7 +506,7 @@ class search:
         extra = {
             "edges": int(sum(len(e[0]) for e in found.edges)),
             "shards_repaired": found.shards_repaired,
-            "block_size": block_size(bp.px_size, p.chunksize),
+            "band_size": band_size(p.chunksize),
             "seconds": {"compare": round(t1 - t0, 4), "group": round(time.perf_counter() - t1, 4)},
             "cluster": found.cluster,
         }
