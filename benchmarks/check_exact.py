@@ -26,7 +26,7 @@ Checks (each counted; every mismatch is listed, the script exits 1 when there is
     Exhaustively (all N(N-1)/2 pairs, blocked float64 matrix products |a|^2 + |b|^2 - 2 a.b, exact for the
     same reason) when N <= --exhaustive-max (default 3000); else every pair inside a planted family of
     generate.py's ground_truth.json (the pairs likely to sit near the threshold) and a seeded random sample
-    of --sample pairs (default 20000) that are not reported (with --run: pinned-down non-group pairs).
+    of --sample pairs (default 100000) that are not reported (with --run: pinned-down non-group pairs).
 
 Every reported pair is also recomputed element by element, so the matrix reference is itself cross-checked.
 """
@@ -51,6 +51,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
 from run import relative  # noqa: E402  (benchmarks/run.py: a reported path -> path relative to the dataset)
 
+KEEP_RULES = ("resolution", "oldest", "newest", "largest")
+
 EXAMPLES = 20  # mismatches listed per check (all are counted)
 
 
@@ -58,8 +60,9 @@ EXAMPLES = 20  # mismatches listed per check (all are counted)
 # the reference: listing, decoding, sums of squares
 
 
-def list_images(root: str) -> list[str]:
-    """Image files under root (dupflow's extension list, hidden names skipped), relative, '/'-separated, sorted."""
+def list_images(root: str) -> list[tuple[str, float, int]]:
+    """(relative '/'-separated path, mtime, bytes) of the image files under root (dupflow's extension list,
+    hidden names skipped), sorted by path; mtime is st_mtime in seconds, as dupflow lists it."""
     from dupflow.sources import supported_extensions
 
     exts = supported_extensions()
@@ -68,42 +71,85 @@ def list_images(root: str) -> list[str]:
         dirs[:] = [d for d in dirs if not d.startswith(".")]
         for name in files:
             if not name.startswith(".") and "." in name and name.rsplit(".", 1)[1].lower() in exts:
-                found.append(os.path.relpath(os.path.join(folder, name), root).replace(os.sep, "/"))
+                path = os.path.join(folder, name)
+                st = os.stat(path)
+                rel = os.path.relpath(path, root).replace(os.sep, "/")
+                found.append((rel, st.st_mtime, st.st_size))
     return sorted(found)
 
 
-def _decode_one(job: tuple[str, int, str]) -> tuple[np.ndarray | None, int, int, str | None]:
-    """(tensor, width, height, error) of one file, decoded the catalog-independent way."""
+def _decode_batch(job: tuple[list[str], int, str]) -> tuple[np.ndarray, list, list]:
+    """(tensors of the valid files, [(width, height) or None per file], [error or None per file]) of a batch
+    of files, decoded the catalog-independent way (one batch per pool task: little pickling per file)."""
     from dupflow.decode import decode_image
 
-    path, px, mode = job
-    try:
-        with open(path, "rb") as handle:
-            tensor, width, height = decode_image(handle.read(), px, mode)
-        return tensor, width, height, None
-    except Exception as exc:  # noqa: BLE001 - any failure is an invalid file, like dupflow
-        return None, 0, 0, f"{type(exc).__name__}: {exc}"
+    paths, px, mode = job
+    tensors, dims, errors = [], [], []
+    for path in paths:
+        try:
+            with open(path, "rb") as handle:
+                tensor, width, height = decode_image(handle.read(), px, mode)
+        except Exception as exc:  # noqa: BLE001 - any failure is an invalid file, like dupflow
+            dims.append(None)
+            errors.append(f"{type(exc).__name__}: {exc}")
+            continue
+        tensors.append(tensor)
+        dims.append((width, height))
+        errors.append(None)
+    stacked = np.stack(tensors) if tensors else np.zeros((0, px, px, 3), np.uint8)
+    return stacked, dims, errors
 
 
 class Reference:
-    """Decoded tensors (uint8, N x px x px x 3), sorted dimensions and pixel counts of the valid images."""
+    """Decoded tensors (uint8, N x px x px x 3), sorted dimensions, pixel counts, mtimes and bytes of the
+    valid images.
 
-    def __init__(self, root: str, px: int, mode: str, processes: int):
-        rels = list_images(root)
-        tensors, dims, self.rels, self.invalid = [], [], [], {}
-        jobs = [(os.path.join(root, *rel.split("/")), px, mode) for rel in rels]
+    Tensors above `memory_limit` bytes (7.5 GB at 1,000,000 images of px 50) go to a memory-mapped scratch
+    file in `scratch` (removed when the process ends), so the page cache, not the heap, holds them.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        px: int,
+        mode: str,
+        processes: int,
+        scratch: str | None = None,
+        memory_limit: int = 2 * 2**30,
+        batch: int = 256,
+    ):
+        listed = list_images(root)
+        n, self.px, self.d = len(listed), px, 3 * px * px
+        if n * self.d > memory_limit:
+            handle = tempfile.NamedTemporaryFile(prefix="check_exact_", suffix=".u8", dir=scratch)
+            self._scratch = handle  # the file goes when this object (the process) does
+            store = np.memmap(handle, dtype=np.uint8, mode="w+", shape=(max(n, 1), px, px, 3))
+        else:
+            store = np.empty((max(n, 1), px, px, 3), dtype=np.uint8)
+        self.rels, self.invalid = [], {}
+        dims, mtimes, sizes = [], [], []
+        jobs = [
+            ([os.path.join(root, *rel.split("/")) for rel, _, _ in listed[s : s + batch]], px, mode)
+            for s in range(0, n, batch)
+        ]
+        filled = 0
         with Pool(processes) as pool:
-            for rel, (tensor, w, h, err) in zip(rels, pool.imap(_decode_one, jobs, chunksize=32)):
-                if err is not None:
-                    self.invalid[rel] = err
-                    continue
-                self.rels.append(rel)
-                tensors.append(tensor)
-                dims.append(sorted((w, h)))
-        self.px, self.d = px, 3 * px * px
-        self.tensors = np.stack(tensors) if tensors else np.zeros((0, px, px, 3), np.uint8)
+            for start, (tensors, got, errors) in zip(range(0, n, batch), pool.imap(_decode_batch, jobs)):
+                store[filled : filled + len(tensors)] = tensors
+                filled += len(tensors)
+                for (rel, mtime, size), wh, err in zip(listed[start : start + batch], got, errors):
+                    if err is not None:
+                        self.invalid[rel] = err
+                        continue
+                    self.rels.append(rel)
+                    dims.append(sorted(wh))
+                    mtimes.append(mtime)
+                    sizes.append(size)
+        self.tensors = store[:filled]
         self.dims = np.array(dims, dtype=np.int64).reshape(-1, 2)
         self.pixels = self.dims[:, 0] * self.dims[:, 1]
+        self.mtime = np.array(mtimes, dtype=np.float64)
+        self.nbytes = np.array(sizes, dtype=np.int64)
         self.index = {rel: i for i, rel in enumerate(self.rels)}
 
     def __len__(self) -> int:
@@ -174,7 +220,7 @@ def load_run(folder: str) -> tuple[dict, dict]:
 
 
 def search_in_process(
-    data: str, catalog: str, similarity, rotate: bool, same_dim: bool, decode: str, px: int
+    data: str, catalog: str, similarity, rotate: bool, same_dim: bool, decode: str, px: int, keep: str
 ) -> tuple[dict, dict, list, float]:
     """(result, stats, pairs, seconds) of dupflow.build + dupflow.search run here."""
     import dupflow
@@ -182,7 +228,7 @@ def search_in_process(
     t0 = time.perf_counter()
     with dupflow.build(data, catalog=catalog, show_progress=False, px_size=px, decode=decode) as dif:
         found = dupflow.search(
-            dif, similarity=similarity, rotate=rotate, same_dim=same_dim, show_progress=False
+            dif, similarity=similarity, rotate=rotate, same_dim=same_dim, show_progress=False, keep=keep
         )
     return found.result, found.stats, found.pairs, time.perf_counter() - t0
 
@@ -237,7 +283,7 @@ class Checker:
         check, ids, seen = Check(name), [], set()
         for pa, pb, mse in pairs:
             check.checked += 1
-            a, b = self.ref.index.get(relative(pa, root)), self.ref.index.get(relative(pb, root))
+            a, b = self.ref.index.get(rel_path(pa, root)), self.ref.index.get(rel_path(pb, root))
             if a is None or b is None or a == b:
                 check.fail(f"{pa} ~ {pb}: not two distinct valid images of the dataset")
                 continue
@@ -263,21 +309,53 @@ def result_links(result: dict) -> list[tuple[str, str, float]]:
     return [(primary, match, mse) for primary, matches in result.items() for match, mse in matches]
 
 
-def grouping(ref: Reference, result: dict, root: str) -> tuple[Check, np.ndarray, np.ndarray]:
+def rel_path(path: str, root: str) -> str:
+    """A reported path relative to the dataset root, '/'-separated: a prefix cut when the path is under the
+    root as given (no system call; a million paths in a second), else run.py's `relative` (links resolved)."""
+    prefix = os.path.join(os.path.abspath(root), "")
+    plain = path[len("file://") :] if path.startswith("file://") else path
+    if os.path.isabs(plain) and plain.startswith(prefix) and ".." not in plain:
+        return plain[len(prefix) :].replace(os.sep, "/")
+    return relative(path, root)
+
+
+def quality_rank(ref: Reference, keep: str = "resolution") -> np.ndarray:
+    """Each image's place in the keeper ranking (0 = best), from the contract: `resolution` = pixels
+    descending, then modification time ascending, then bytes descending, then path ascending; `oldest` /
+    `newest` put the modification time first, `largest` the bytes."""
+    if keep not in KEEP_RULES:
+        raise ValueError(f"keep {keep!r}: not one of {', '.join(KEEP_RULES)}")
+    n = len(ref)
+    path_order = np.empty(n, dtype=np.int64)
+    path_order[np.argsort(np.array(ref.rels, dtype=str), kind="stable")] = np.arange(n)
+    px, when, size = -ref.pixels, ref.mtime, -ref.nbytes
+    keys = {
+        "resolution": [px, when, size],
+        "oldest": [when, px, size],
+        "newest": [-when, px, size],
+        "largest": [size, px, when],
+    }[keep] + [path_order]
+    order = np.lexsort(keys[::-1])  # lexsort's primary key is its last
+    pos = np.empty(n, dtype=np.int64)
+    pos[order] = np.arange(n)
+    return pos
+
+
+def grouping(
+    ref: Reference, result: dict, root: str, keep: str = "resolution"
+) -> tuple[Check, np.ndarray, np.ndarray]:
     """Shape of the result (one group per image, matches ranked below their primary) -> (check, placer, pos).
 
     placer[x] is the primary of x's group, or x itself; pos[x] is x's place in the quality ranking
-    (0 = best: pixels descending, then path descending).
+    (quality_rank: 0 = best).
     """
     check = Check("result grouping shape")
     n = len(ref)
-    order = sorted(range(n), key=lambda x: (int(ref.pixels[x]), ref.rels[x]), reverse=True)
-    pos = np.empty(n, dtype=np.int64)
-    pos[np.array(order, dtype=np.int64)] = np.arange(n)
+    pos = quality_rank(ref, keep)
     placer = np.arange(n)
     placed = set()
     for primary, matches in result.items():
-        p = ref.index.get(relative(primary, root))
+        p = ref.index.get(rel_path(primary, root))
         check.checked += 1
         if p is None or p in placed:
             check.fail(f"primary {primary}: unknown or already placed")
@@ -285,7 +363,7 @@ def grouping(ref: Reference, result: dict, root: str) -> tuple[Check, np.ndarray
         placed.add(p)
         for match, _ in matches:
             check.checked += 1
-            m = ref.index.get(relative(match, root))
+            m = ref.index.get(rel_path(match, root))
             if m is None or m in placed:
                 check.fail(f"match {match} of {primary}: unknown or in two groups")
                 continue
@@ -375,6 +453,25 @@ def family_pairs(ref: Reference, data: str) -> tuple[np.ndarray, np.ndarray]:
     return np.array([p[0] for p in pairs], np.int64), np.array([p[1] for p in pairs], np.int64)
 
 
+def _draw(
+    rng: np.random.Generator, n: int, k: int, keep, exclude: set | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Up to k distinct ordered pairs (x, y), x != y, drawn uniformly, that keep(x, y) (vectorised) accepts
+    and `exclude` (unordered (min, max) pairs) does not hold; sorted."""
+    got = np.zeros(0, dtype=np.int64)
+    excluded = np.array(sorted(a * n + b for a, b in exclude or ()), dtype=np.int64)
+    for _ in range(100):
+        if len(got) >= k:
+            break
+        x, y = rng.integers(0, n, 2 * k), rng.integers(0, n, 2 * k)
+        ok = (x != y) & keep(x, y)
+        if len(excluded):
+            ok &= ~np.isin(np.minimum(x, y) * n + np.maximum(x, y), excluded)
+        fresh = np.setdiff1d(np.unique(x[ok] * n + y[ok]), got)
+        got = np.union1d(got, fresh[: k - len(got)])
+    return got // n, got % n
+
+
 def sampled(
     checker: Checker, k: int, seed: int, reported: set | None, placer: np.ndarray, pos: np.ndarray
 ) -> list[Check]:
@@ -383,27 +480,9 @@ def sampled(
     checks = []
     if n < 2:
         return checks
-
-    def draw(keep) -> tuple[np.ndarray, np.ndarray]:
-        got: set = set()
-        for _ in range(1000):
-            if len(got) >= k:
-                break
-            a = rng.integers(0, n, 2 * k)
-            b = rng.integers(0, n, 2 * k)
-            for x, y in zip(a.tolist(), b.tolist()):
-                if x != y and keep(x, y) and (x, y) not in got:
-                    got.add((x, y))
-                    if len(got) >= k:
-                        break
-        pairs = sorted(got)
-        return np.array([p[0] for p in pairs], dtype=np.int64), np.array(
-            [p[1] for p in pairs], dtype=np.int64
-        )
-
     if reported is not None:
         check = Check(f"random pairs not in found.pairs (sample of {k}, seed {seed})")
-        i, j = draw(lambda x, y: x < y and (x, y) not in reported)
+        i, j = _draw(rng, n, k, lambda x, y: x < y, reported)
         s = checker.ref.sums(i, j, checker.rotate)
         check.checked = len(i)
         for idx in np.nonzero(checker.matches(s, i, j))[0].tolist():
@@ -413,11 +492,11 @@ def sampled(
         checks.append(check)
     check = Check(f"random pairs the grouping rules out (sample of {k}, seed {seed})")
 
-    def ruled_out(y: int, x: int) -> bool:
-        pin, expect = pinned(placer, pos, np.array([y]), np.array([x]))
-        return bool(pin[0]) and not bool(expect[0])
+    def ruled_out(y: np.ndarray, x: np.ndarray) -> np.ndarray:
+        pin, expect = pinned(placer, pos, y, x)
+        return pin & ~expect
 
-    y, x = draw(ruled_out)
+    y, x = _draw(rng, n, k, ruled_out)
     s = checker.ref.sums(y, x, checker.rotate)
     check.checked = len(y)
     for idx in np.nonzero(checker.matches(s, y, x))[0].tolist():
@@ -451,7 +530,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--decode", choices=("exact", "fast"), default="exact", help="with --search")
     ap.add_argument("--px", type=int, default=50, help="with --search: px_size")
     ap.add_argument(
-        "--sample", type=int, default=20000, help="random non-reported pairs checked above the limit"
+        "--keep", choices=KEEP_RULES, default="resolution", help="the run's keep rule (its stats do not say)"
+    )
+    ap.add_argument(
+        "--scratch", default=None, help="folder of the memory-mapped reference above 2 GiB (default: TMPDIR)"
+    )
+    ap.add_argument(
+        "--sample", type=int, default=100000, help="random non-reported pairs checked above the limit"
     )
     ap.add_argument("--seed", type=int, default=0, help="seed of the random sample")
     ap.add_argument("--exhaustive-max", type=int, default=3000, help="check all pairs up to this many images")
@@ -480,7 +565,7 @@ def main(argv: list[str] | None = None) -> int:
         catalog = args.catalog or tempfile.mkdtemp(prefix="dupflow-check-")
         try:
             result, stats, pairs, seconds = search_in_process(
-                data, catalog, args.similarity, args.rotate, args.same_dim, args.decode, args.px
+                data, catalog, args.similarity, args.rotate, args.same_dim, args.decode, args.px, args.keep
             )
         finally:
             if args.catalog is None:
@@ -500,10 +585,11 @@ def main(argv: list[str] | None = None) -> int:
         "same_dim": same_dim,
         "px_size": px,
         "decode": decode,
+        "keep": args.keep,
     }
 
     t0 = time.perf_counter()
-    ref = Reference(data, px, decode, args.processes)
+    ref = Reference(data, px, decode, args.processes, args.scratch)
     t_decode = time.perf_counter() - t0
     n = len(ref)
     print(
@@ -534,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         for a, b in sorted(links - reported)[:EXAMPLES]:
             extra.fail(f"{ref.rels[a]} ~ {ref.rels[b]}: in the result, not in found.pairs")
         checks.append(extra)
-    shape, placer, pos = grouping(ref, result, data)
+    shape, placer, pos = grouping(ref, result, data, args.keep)
     checks.append(shape)
 
     t1 = time.perf_counter()

@@ -180,7 +180,44 @@ REAL_FOLDERS = {
     "graphic": ("graphics", "icon_"),
     "wallpaper": ("wallpapers", "wallpaper_"),
 }
-MIXES = ("photo", "real")
+# --mix thumb: a million files in minutes. Thumbnail-sized photo-like originals (vectorised numpy synthesis,
+# THUMB_CHUNK consecutive originals at a time), about 10% PNG like the photo mix, planted copies kept near.
+THUMB_SIZES: list[tuple[int, int, float]] = [
+    (32, 24, 14),
+    (24, 32, 5),
+    (40, 30, 12),
+    (30, 40, 4),
+    (48, 36, 18),
+    (36, 48, 6),
+    (56, 42, 10),
+    (42, 56, 4),
+    (64, 48, 14),
+    (48, 64, 5),
+    (48, 48, 4),
+    (64, 36, 4),
+]
+# kind -> weight. At thumbnail size JPEG's 4:2:0 chroma and 8x8 blocks dominate, so derived JPEG copies are
+# written 4:4:4 at quality 95 (jpeg_requality: THUMB_REQUALITIES, which straddle MSE 5 at px 50); brightness
+# copies are +1..+2 on every channel as PNG (MSE <= 4); png_resave the original's pixels in a PNG (MSE 0);
+# resize_150/200 enlarged copies (MSE about 1), resize_75 and crop farther ones (median about 6 and 100).
+THUMB_KINDS: dict[str, float] = {
+    "byte_copy": 14,
+    "png_resave": 10,
+    "jpeg_requality": 14,
+    "brightness": 14,
+    "resize_75": 6,
+    "resize_150": 6,
+    "resize_200": 6,
+    "rot90": 8,
+    "rot180": 8,
+    "rot270": 8,
+    "crop": 6,
+}
+THUMB_REQUALITIES = (85, 90, 95)
+THUMB_COPY_QUALITY = 95
+THUMB_CHUNK = 1000  # originals rendered together (their pixels depend on (seed, chunk), not on --processes)
+THUMB_OBJECTS = 6  # hard-edged shapes drawn per thumbnail, at most (each present with probability 0.7)
+MIXES = ("photo", "real", "thumb")
 
 
 @dataclass(frozen=True)
@@ -371,6 +408,144 @@ def plan_real(n: int, seed: int, dup_fraction: float = DUP_FRACTION) -> list[Ori
     ]
 
 
+def _thumb_copy_format(kind: str, fmt: str) -> str:
+    """The format of a --mix thumb copy: brightness shifts are lossless PNG (stay near), else as usual."""
+    return "PNG" if kind == "brightness" else _copy_format(kind, fmt)
+
+
+def plan_thumb(n: int, seed: int, dup_fraction: float = DUP_FRACTION) -> list[Original]:
+    """The --mix thumb plan: THUMB_SIZES originals (about 10% PNG) and THUMB_KINDS copies, vectorised."""
+    if n < 1:
+        raise ValueError("n must be >= 1")
+    rng = np.random.default_rng([seed, 2])  # its own stream: the other mixes stay as they were
+    n_copies = int(round(n * dup_fraction)) if n > 1 else 0
+    n_orig = n - n_copies
+    size_idx = _pick(rng, THUMB_SIZES, n_orig)
+    is_png = rng.random(n_orig) < PNG_FRACTION
+    qualities = rng.choice(JPEG_QUALITIES, size=n_orig)
+    kind_names = list(THUMB_KINDS)
+    kind_w = np.array([THUMB_KINDS[k] for k in kind_names], dtype=np.float64)
+    sources = np.sort(rng.choice(n_orig, size=n_copies, replace=True)) if n_copies else np.array([], int)
+    kinds = rng.choice(len(kind_names), size=n_copies, p=kind_w / kind_w.sum())
+    shifts = rng.integers(1, 3, n_copies)
+    requality = rng.choice(THUMB_REQUALITIES, size=n_copies)
+    crops = np.round(rng.uniform(0.01, 0.03, n_copies), 4)
+    copies: dict[int, list[Copy]] = {}
+    for k, (src, kind_i) in enumerate(zip(sources.tolist(), kinds.tolist())):
+        kind = kind_names[kind_i]
+        fmt = "PNG" if is_png[src] else "JPEG"
+        param: float | int | None = {"resize_75": 0.75, "resize_150": 1.5, "resize_200": 2.0}.get(kind)
+        if kind == "brightness":
+            param = int(shifts[k])
+        elif kind == "jpeg_requality":
+            param = int(requality[k])
+        elif kind == "crop":
+            param = float(crops[k])
+        path = f"copies/{kind}/IMG_{src:06d}_{k:06d}{_extension(_thumb_copy_format(kind, fmt))}"
+        copies.setdefault(src, []).append(Copy(path, kind, param))
+    fmts = np.where(is_png, "PNG", "JPEG").tolist()
+    return [
+        Original(
+            i,
+            f"photos/roll_{i // ROLL_SIZE:03d}/IMG_{i:06d}{_extension(fmts[i])}",
+            THUMB_SIZES[s][0],
+            THUMB_SIZES[s][1],
+            fmts[i],
+            q,
+            tuple(copies.get(i, ())),
+        )
+        for i, (s, q) in enumerate(zip(size_idx.tolist(), qualities.tolist()))
+    ]
+
+
+def _bilinear(n: int, k: int) -> np.ndarray:
+    """The n x k float32 matrix that linearly interpolates k samples (ends aligned) onto n points."""
+    pos = np.linspace(0, k - 1, n)
+    lo = np.clip(np.floor(pos).astype(np.int64), 0, max(0, k - 2))
+    frac = (pos - lo).astype(np.float32)
+    out = np.zeros((n, k), dtype=np.float32)
+    out[np.arange(n), lo] = 1 - frac
+    out[np.arange(n), np.minimum(lo + 1, k - 1)] += frac
+    return out
+
+
+def render_thumbs(rng: np.random.Generator, count: int, width: int, height: int) -> np.ndarray:
+    """count photo-like thumbnails (count x height x width x 3 uint8) at once, in float32 numpy.
+
+    Like render(), in vectorised form: a smooth colour gradient from a 4x4 grid, up to THUMB_OBJECTS flat
+    rectangles and ellipses, mid-frequency texture, sensor noise, and a per-image tone curve (gamma +
+    contrast, applied as a 256-entry table) that spreads mean brightness over the whole range.
+    """
+    f32 = np.float32
+    luma = rng.uniform(0, 255, (count, 1, 4, 4)).astype(f32)
+    cast = rng.normal(0, 25, (count, 3, 1, 1)).astype(f32)
+    grid = np.clip(luma + cast + rng.normal(0, 30, (count, 3, 4, 4)).astype(f32), 0, 255)
+    img = _bilinear(height, 4) @ grid @ _bilinear(width, 4).T  # count x 3 x height x width
+    ys = np.arange(height, dtype=f32)[None, :, None] + f32(0.5)
+    xs = np.arange(width, dtype=f32)[None, None, :] + f32(0.5)
+    k_shape = (THUMB_OBJECTS, count, 1, 1)
+    cx, cy = rng.uniform(0, width, k_shape).astype(f32), rng.uniform(0, height, k_shape).astype(f32)
+    rx = rng.uniform(1, width / 3, k_shape).astype(f32)
+    ry = rng.uniform(1, height / 3, k_shape).astype(f32)
+    ellipse, present = rng.random(k_shape) < 0.5, rng.random(k_shape) < 0.7
+    colours = rng.uniform(0, 255, (THUMB_OBJECTS, count, 3, 1, 1)).astype(f32)
+    for k in range(THUMB_OBJECTS):
+        # coverage with a one-pixel anti-aliased edge, as a downscaled photo has
+        dx, dy = np.abs(xs - cx[k]), np.abs(ys - cy[k])
+        box = np.minimum(rx[k] - dx, ry[k] - dy)
+        oval = (1 - np.sqrt((dx / rx[k]) ** 2 + (dy / ry[k]) ** 2)) * np.minimum(rx[k], ry[k])
+        alpha = np.clip(np.where(ellipse[k], oval, box) + f32(0.5), 0, 1) * present[k]
+        img += (colours[k] - img) * alpha[:, None]
+    th, tw = max(2, height // 4), max(2, width // 4)
+    texture = _bilinear(height, th) @ rng.standard_normal((count, th, tw), dtype=f32) @ _bilinear(width, tw).T
+    texture *= rng.uniform(2, 10, (count, 1, 1)).astype(f32)
+    noise = rng.standard_normal((count, height, width), dtype=f32)
+    texture += noise * rng.uniform(0.3, 2.0, (count, 1, 1)).astype(f32)
+    img += texture[:, None]
+    np.clip(img, 0, 255, out=img)
+    levels = np.rint(img).astype(np.uint8)
+    # tone curve as a table per image (like _tone_lut): gamma toward a random mean brightness, then contrast
+    target = np.clip(rng.beta(1.6, 1.8, count), 0.04, 0.96)
+    mean = np.clip(levels.reshape(count, -1).mean(axis=1) / 255.0, 0.02, 0.98)
+    gamma = np.clip(np.log(target) / np.log(mean), 0.2, 5.0)
+    contrast = rng.uniform(0.8, 1.2, count)
+    x = np.arange(256, dtype=np.float64) / 255.0
+    curve = (np.power(x[None, :], gamma[:, None]) - target[:, None]) * contrast[:, None] + target[:, None]
+    lut = np.clip(np.round(curve * 255.0), 0, 255).astype(np.uint8)  # count x 256
+    toned = lut[np.arange(count)[:, None, None, None], levels]
+    return np.ascontiguousarray(toned.transpose(0, 2, 3, 1))
+
+
+def make_thumb_chunk(job: tuple[str, int, int, list[Original]]) -> int:
+    """Render one THUMB_CHUNK of originals (by size), write them and their copies; return bytes written."""
+    root, seed, chunk, originals = job
+    rng = np.random.default_rng([seed, 2, chunk])
+    total = 0
+    by_size: dict[tuple[int, int], list[Original]] = {}
+    for orig in originals:
+        by_size.setdefault((orig.width, orig.height), []).append(orig)
+    for (width, height), group in sorted(by_size.items()):
+        pixels = render_thumbs(rng, len(group), width, height)
+        for orig, arr in zip(group, pixels):
+            img = Image.fromarray(arr)
+            data = encode(img, orig.fmt, orig.quality)
+            _write(root, orig.path, data)
+            total += len(data)
+            decoded = None
+            for copy in orig.copies:
+                if copy.kind == "byte_copy":
+                    out = data
+                else:
+                    if decoded is None:
+                        decoded = Image.open(io.BytesIO(data)).convert("RGB")
+                    quality = int(copy.param) if copy.kind == "jpeg_requality" else THUMB_COPY_QUALITY
+                    fmt = _thumb_copy_format(copy.kind, orig.fmt)
+                    out = encode(derive(decoded, copy), fmt, quality, subsampling=0)
+                _write(root, copy.path, out)
+                total += len(out)
+    return total
+
+
 def _upscale(grid: np.ndarray, width: int, height: int, resample: int) -> np.ndarray:
     """Upscale a small uint8 grid (L or RGB) to width x height with Pillow (fast C resampling)."""
     return np.asarray(Image.fromarray(grid).resize((width, height), resample=resample))
@@ -558,21 +733,22 @@ def render_original(seed: int, orig: Original) -> Image.Image:
     return render(seed, orig.index, orig.width, orig.height)
 
 
-def encode(img: Image.Image, fmt: str, quality: int, level: int = 1) -> bytes:
-    """Encode an image as JPEG (given quality, no optimisation; RGB) or PNG (zlib level, default 1: noisy
-    photos barely compress at any level, and level 6 is 7x slower; any mode); deterministic."""
+def encode(img: Image.Image, fmt: str, quality: int, level: int = 1, subsampling: int = -1) -> bytes:
+    """Encode an image as JPEG (given quality and chroma subsampling, -1 = Pillow's default 4:2:0, 0 = 4:4:4;
+    no optimisation; RGB) or PNG (zlib level, default 1: noisy photos barely compress at any level, and
+    level 6 is 7x slower; any mode); deterministic."""
     buf = io.BytesIO()
     if fmt == "PNG":
         img.save(buf, format="PNG", compress_level=level)
     else:
-        img.convert("RGB").save(buf, format="JPEG", quality=quality)
+        img.convert("RGB").save(buf, format="JPEG", quality=quality, subsampling=subsampling)
     return buf.getvalue()
 
 
 def derive(img: Image.Image, copy: Copy) -> Image.Image:
     """The pixels of a planted copy, made from the decoded original."""
     kind, param = copy.kind, copy.param
-    if kind in ("resize_50", "resize_75"):
+    if kind.startswith("resize_"):
         w, h = img.size
         return img.resize((max(1, round(w * param)), max(1, round(h * param))), resample=Image.LANCZOS)
     if kind in ("rot90", "rot180", "rot270"):
@@ -702,23 +878,34 @@ def generate(
     """
     if mix not in MIXES:
         raise ValueError(f"unknown mix {mix!r} (one of {', '.join(MIXES)})")
-    if mix == "real" and (small or shrink > 1):
-        raise ValueError("--mix real has its own sizes: no --small or --shrink")
+    if mix != "photo" and (small or shrink > 1):
+        raise ValueError(f"--mix {mix} has its own sizes: no --small or --shrink")
     if os.path.isdir(out_dir) and os.listdir(out_dir):
         raise FileExistsError(f"{out_dir} is not empty")
-    originals = (
-        plan_real(n, seed, dup_fraction) if mix == "real" else plan(n, seed, dup_fraction, small, shrink)
-    )
+    if mix == "real":
+        originals = plan_real(n, seed, dup_fraction)
+    elif mix == "thumb":
+        originals = plan_thumb(n, seed, dup_fraction)
+    else:
+        originals = plan(n, seed, dup_fraction, small, shrink)
     os.makedirs(out_dir, exist_ok=True)
-    # biggest first so a rare 4000x3000 does not end up alone at the tail of the pool
-    jobs = sorted(((out_dir, seed, o) for o in originals), key=lambda j: -j[2].width * j[2].height)
+    if mix == "thumb":
+        task, step = make_thumb_chunk, THUMB_CHUNK
+        jobs = [
+            (out_dir, seed, c, originals[c * THUMB_CHUNK : (c + 1) * THUMB_CHUNK])
+            for c in range((len(originals) + THUMB_CHUNK - 1) // THUMB_CHUNK)
+        ]
+    else:
+        # biggest first so a rare 4000x3000 does not end up alone at the tail of the pool
+        task, step = make_original, 1
+        jobs = sorted(((out_dir, seed, o) for o in originals), key=lambda j: -j[2].width * j[2].height)
     written, done = 0, 0
     with Pool(processes) as pool:
-        for size in pool.imap_unordered(make_original, jobs, chunksize=8):
+        for size in pool.imap_unordered(task, jobs, chunksize=8 if step == 1 else 1):
             written += size
-            done += 1
-            if progress and done % 1000 == 0:
-                print(f"  {done}/{len(jobs)} originals", file=sys.stderr)
+            done += step
+            if progress and done % (1000 if step == 1 else 50 * step) == 0:
+                print(f"  {min(done, len(originals))}/{len(originals)} originals", file=sys.stderr)
     info = describe(originals, n, seed, dup_fraction, small, shrink, mix)
     with open(os.path.join(out_dir, "ground_truth.json"), "w", encoding="utf-8") as handle:
         json.dump(ground_truth(originals), handle, indent=1)

@@ -55,13 +55,22 @@ COLD_UP_TO = 30000  # default: a cold run up to this N
 PREP_CODE = (
     "import sys, dupflow; dupflow.build(sys.argv[1], catalog=sys.argv[2], show_progress=False).close()"
 )
+# a cold build alone, its stats (list and decode seconds) written for the table
+BUILD_CODE = (
+    "import json, sys, dupflow\n"
+    "dif = dupflow.build(sys.argv[1], catalog=sys.argv[2], show_progress=False)\n"
+    "with open(sys.argv[3], 'w', encoding='utf-8') as f: json.dump(dif.stats, f)\n"
+    "dif.close()"
+)
 
-# run kind -> (dupflow mode, same_dim)
+# run kind -> (dupflow mode, same_dim); "cold build" is dupflow.build alone into an emptied catalog
 RUNS = {
+    "cold build": (None, None),
     "cold duplicates": ("duplicates", True),
     "warm duplicates": ("duplicates", True),
     "warm similar": ("similar", False),
 }
+COLD = ("cold build", "cold duplicates", "prep build")  # runs that start from an emptied catalog
 
 
 @dataclass
@@ -72,6 +81,7 @@ class Row:
     small: bool
     run: str
     command: list[str]
+    mix: str = "photo"
     status: str = "ok"
     wall_s: float | None = None
     images_per_s: float | None = None
@@ -90,11 +100,11 @@ def _mib(value: int) -> float | None:
     return round(value / 2**20, 1) if value else None
 
 
-def timed(row: Row, cwd: str, limit_s: float, log: str, out: str | None) -> Row:
+def timed(row: Row, cwd: str, limit_s: float, log: str, out: str | None, env: dict | None = None) -> Row:
     """Run row.command as run.py does (own session, tree RSS polled, killed at the limit); read its stats."""
     row.load_before = list(os.getloadavg())
     try:
-        m = run.measure(row.command, cwd, limit_s, log)
+        m = run.measure(row.command, cwd, limit_s, log, env)
     except OSError as exc:
         row.status = f"could not start: {exc}"
         return row
@@ -152,6 +162,29 @@ def add_growth(rows: list[Row]) -> None:
         row.growth = growth
 
 
+def fitted_exponents(rows: list[Row]) -> dict[str, dict]:
+    """Per run kind over at least two sizes: the least-squares slope of log(time) on log(N), for the wall
+    time and the compare stage (1 = linear, 2 = all pairs), and the sizes it was fitted on."""
+    out = {}
+    for kind in dict.fromkeys(r.run for r in rows):
+        ok = [r for r in rows if r.run == kind and r.status == "ok" and r.wall_s]
+        if len({r.n for r in ok}) < 2:
+            continue
+        logn = [math.log(r.n) for r in ok]
+        fit = {"sizes": [r.n for r in ok], "wall": round(_slope(logn, [math.log(r.wall_s) for r in ok]), 3)}
+        compare = [r.dupflow.get("search", {}).get("seconds", {}).get("compare") for r in ok]
+        if all(compare):
+            fit["compare"] = round(_slope(logn, [math.log(c) for c in compare]), 3)
+        out[kind] = fit
+    return out
+
+
+def _slope(x: list[float], y: list[float]) -> float:
+    """The least-squares slope of y on x."""
+    mx, my = sum(x) / len(x), sum(y) / len(y)
+    return sum((a - mx) * (b - my) for a, b in zip(x, y)) / sum((a - mx) ** 2 for a in x)
+
+
 def _f(value, spec: str) -> str:
     return "-" if value is None else format(value, spec)
 
@@ -160,9 +193,10 @@ def table(rows: list[Row]) -> str:
     """The markdown table of the whole series."""
     head = (
         "| N | images | run | wall s | images/s | peak RSS main MiB | peak per worker MiB | peak tree MiB | "
-        "decoded | reused | decode s | compare s | edges | search on | wall growth (N² growth, exponent) | "
-        "compare growth (exponent) | status |\n"
-        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | --- | --- | --- |"
+        "decoded | reused | list s | decode s | compare s | edges | search on | "
+        "wall growth (N² growth, exponent) | compare growth (exponent) | status |\n"
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | "
+        "--- | --- | --- |"
     )
     lines = [head]
     for r in rows:
@@ -179,10 +213,20 @@ def table(rows: list[Row]) -> str:
         )
         if g.get("note"):
             wall_g += " †"
+        images = (
+            "thumbnails"
+            if r.mix == "thumb"
+            else r.mix
+            if r.mix != "photo"
+            else "small"
+            if r.small
+            else "full mix"
+        )
         lines.append(
-            f"| {r.n} | {'small' if r.small else 'full mix'} | {r.run} | {_f(r.wall_s, '.2f')} | "
+            f"| {r.n} | {images} | {r.run} | {_f(r.wall_s, '.2f')} | "
             f"{_f(r.images_per_s, '.0f')} | {_f(r.peak_main_mib, '.0f')} | {_f(r.peak_worker_mib, '.0f')} | "
             f"{_f(r.peak_tree_mib, '.0f')} | {_f(build.get('decoded'), 'd')} | {_f(build.get('reused'), 'd')} | "
+            f"{_f(build.get('seconds', {}).get('list'), '.2f')} | "
             f"{_f(build.get('seconds', {}).get('decode'), '.2f')} | "
             f"{_f(search.get('seconds', {}).get('compare'), '.2f')} | {_f(search.get('edges'), 'd')} | "
             f"{(search.get('cluster') or {}).get('kind', '-')} | {wall_g} | {comp_g} | {r.status} |"
@@ -209,6 +253,26 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         default=None,
         help=f"use generate.py --small datasets (default: only for N > {SMALL_ABOVE})",
     )
+    ap.add_argument(
+        "--mix",
+        choices=generate.MIXES,
+        default="photo",
+        help="dataset mix (generate.py --mix); thumb: thumbnail-sized originals, 1,000,000 files in minutes",
+    )
+    ap.add_argument(
+        "--runs",
+        nargs="+",
+        choices=list(RUNS),
+        default=None,
+        help="run kinds per N, in order (default: cold duplicates where --cold, then warm duplicates and "
+        "warm similar); a catalog not known complete is filled first by an untimed-for-growth prep build",
+    )
+    ap.add_argument(
+        "--catalogs",
+        nargs="+",
+        default=None,
+        help="one catalog folder per -n, in order (default: WORK/catalog/<dataset key>)",
+    )
     ap.add_argument("--cache", default="/tmp/dupflow-bench", help="dataset cache (generate.cached_dataset)")
     ap.add_argument("--work", default=None, help="catalogs, reports, logs (default: CACHE/work/scaling)")
     ap.add_argument("--json", default=None, help="raw figures (default: WORK/scaling_<timestamp>.json)")
@@ -218,7 +282,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--python", default=sys.executable, help="interpreter with dupflow installed (prep build)"
     )
     ap.add_argument("--dupflow-bin", default=None, help="the dupflow command (default: next to --python)")
+    ap.add_argument(
+        "--pythonpath",
+        default=None,
+        help="run another checkout's dupflow, e.g. a commit: git archive COMMIT dupflow | tar -x -C DIR",
+    )
     args = ap.parse_args(argv)
+    if args.catalogs is not None and len(args.catalogs) != len(args.n):
+        ap.error(f"--catalogs names {len(args.catalogs)} folders for {len(args.n)} sizes (-n): one per size")
+    if args.mix != "photo" and args.small:
+        ap.error(f"--mix {args.mix} has its own sizes: no --small")
     args.work = args.work or os.path.join(args.cache, "work", "scaling")
     args.dupflow_bin = args.dupflow_bin or os.path.join(os.path.dirname(args.python), "dupflow")
     return args
@@ -235,14 +308,23 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
     json_path = args.json or os.path.join(args.work, f"scaling_{datetime.now():%Y%m%d%H%M%S}.json")
-    report = {**run.report_header(), "datasets": {}, "rows": []}
+    report = {**run.report_header(), "pythonpath": args.pythonpath, "datasets": {}, "rows": []}
+    env = {**os.environ, "PYTHONPATH": args.pythonpath} if args.pythonpath else None
     rows: list[Row] = []
     notes = []
-    for n in args.n:
-        small = args.small if args.small is not None else n > SMALL_ABOVE
+    for index, n in enumerate(args.n):
+        small = args.mix == "photo" and (args.small if args.small is not None else n > SMALL_ABOVE)
         cold = args.cold if args.cold is not None else n <= COLD_UP_TO
-        data = generate.cached_dataset(args.cache, n, args.seed, args.gen_processes, small=small)
-        key = generate.dataset_key(n, args.seed, small)
+        data = generate.cached_dataset(
+            args.cache, n, args.seed, args.gen_processes, small=small, mix=args.mix
+        )
+        key = generate.dataset_key(n, args.seed, small, mix=args.mix)
+        if args.mix == "thumb":
+            notes.append(
+                f"N = {n}: thumbnail-sized dataset ({data}: generate.py --mix thumb, originals 24x32 to 64x48); "
+                "catalog-built (warm) timings do not depend on original size; a cold build decodes tiny files"
+            )
+            print(notes[-1], file=sys.stderr)
         if small:
             notes.append(
                 f"N = {n}: --small dataset ({data}: originals only 320x240, 240x320, 480x360, 360x480); "
@@ -250,23 +332,29 @@ def main(argv: list[str] | None = None) -> int:
                 + ("; its cold run decodes smaller images than the full size mix" if cold else "")
             )
             print(notes[-1], file=sys.stderr)
-        report["datasets"][str(n)] = {"folder": data, "small": small, "cold": cold}
-        catalog = os.path.join(args.work, "catalog", key)
+        report["datasets"][str(n)] = {"folder": data, "small": small, "cold": cold, "mix": args.mix}
+        catalog = args.catalogs[index] if args.catalogs else os.path.join(args.work, "catalog", key)
         ready = catalog + ".complete"  # written once a run has filled the catalog for this dataset
-        plan = []
-        if cold:
-            plan.append("cold duplicates")
-        elif not os.path.isfile(ready):
-            plan.append("prep build")
-        plan += ["warm duplicates", "warm similar"]
+        if args.runs is not None:
+            plan = list(args.runs)
+        else:
+            plan = (["cold duplicates"] if cold else []) + ["warm duplicates", "warm similar"]
+        if not os.path.isfile(ready) and (plan[0] not in COLD) and any(k.startswith("warm") for k in plan):
+            plan.insert(0, "prep build")
         for kind in plan:
-            if kind in ("cold duplicates", "prep build"):
+            if kind in COLD:
                 shutil.rmtree(catalog, ignore_errors=True)
                 if os.path.exists(ready):
                     os.remove(ready)
             tag = f"{key}_{kind.replace(' ', '_')}"
             if kind == "prep build":
                 out, cmd = None, [args.python, "-c", PREP_CODE, data, catalog]
+            elif kind == "cold build":
+                out = os.path.join(args.work, "out", tag)
+                shutil.rmtree(out, ignore_errors=True)
+                os.makedirs(out)
+                stats_file = os.path.join(out, "dupflow_build_stats.json")
+                cmd = [args.python, "-c", BUILD_CODE, data, catalog, stats_file]
             else:
                 out = os.path.join(args.work, "out", tag)
                 shutil.rmtree(out, ignore_errors=True)
@@ -275,13 +363,14 @@ def main(argv: list[str] | None = None) -> int:
                 cmd = run.dupflow_cmd(args.dupflow_bin, data, out, catalog, mode, same_dim, "exact")
             print(f"[{n}] {kind} ...", file=sys.stderr, flush=True)
             row = timed(
-                Row(n, small, kind, cmd),
+                Row(n, small, kind, cmd, args.mix),
                 args.work,
                 args.time_limit,
                 os.path.join(args.work, "logs", f"{tag}.log"),
                 out,
+                env,
             )
-            if row.status == "ok" and kind in ("cold duplicates", "prep build"):
+            if row.status == "ok" and kind in COLD:
                 open(ready, "w").close()
             if row.status == "ok" and kind.startswith("warm") and row.dupflow.get("build", {}).get("decoded"):
                 row.status = f"ok, but not warm: decoded {row.dupflow['build']['decoded']}"
@@ -290,6 +379,7 @@ def main(argv: list[str] | None = None) -> int:
             add_growth(rows)
             report["rows"] = [asdict(r) for r in rows]
             report["notes"] = notes
+            report["exponents"] = fitted_exponents(rows)
             with open(json_path, "w", encoding="utf-8") as handle:
                 json.dump(report, handle, indent=1)
     title = (
@@ -310,6 +400,10 @@ def main(argv: list[str] | None = None) -> int:
         "log(time ratio) / log(N ratio)"
     )
     print(f"\n{table(rows)}\n")
+    for kind, fit in fitted_exponents(rows).items():
+        sizes = ", ".join(f"{n:,}" for n in fit["sizes"])
+        compare = f", compare stage {fit['compare']:.2f}" if "compare" in fit else ""
+        print(f"- growth exponent, {kind} (least squares over N = {sizes}): wall {fit['wall']:.2f}{compare}")
     print(f"raw figures: {json_path}")
     return 0 if all(r.status.startswith("ok") for r in rows) else 1
 
