@@ -256,14 +256,14 @@ def test_a_worker_killed_mid_decode_changes_nothing(dask_processes, photos, embe
 
 @pytest.mark.slow
 def test_a_worker_killed_mid_compare_changes_nothing(dask_processes, photos, embedded):
-    """The catalog is built (the embedded run's); a worker dies while block pairs are being compared."""
+    """The catalog is built (the embedded run's); a worker dies while band pairs are being bounded."""
     with dupflow.build(
         photos, show_progress=False, catalog=embedded["catalog"], scheduler=dask_processes.address
     ) as dif:
         assert dif.stats["dupflow"]["build"]["decoded"] == 0
         killed, got = _kill_when(
             dask_processes,
-            "dupflow-compare",
+            "dupflow-bound",
             lambda: answer(dupflow.search(dif, show_progress=False, chunksize=2, **SIMILAR)),
         )
     assert got == embedded["similar"]
