@@ -244,7 +244,7 @@ class build:
         reference = valid[self.reference[valid]]
         if not self._params.in_folder:
             return [Scope(searched, reference)]
-        owner = np.array([self._listing.owner(i) for i in searched.tolist()], dtype=np.int64)
+        owner = self._listing.owners[searched]
         return [Scope(searched[owner == k], reference) for k in range(len(self._params.directories))]
 
     def find_edges(
@@ -540,10 +540,10 @@ class search:
                     Removal(
                         files.path[m],
                         files.url[m],
-                        files.size[m],
+                        int(files.size[m]),
                         files.stamp[m],
                         files.url[primary],
-                        files.size[primary],
+                        int(files.size[primary]),
                         files.stamp[primary],
                     ),
                 )

@@ -13,13 +13,16 @@ from typing import Callable
 
 import dask.bag as db
 import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 
 from . import kernels
 from .catalog import CatalogRef
 from .cluster import Engine
+from .columns import fixed_bytes
 from .decode import DecoderSettings
-from .partition import decode_partition
-from .reuse import removed_count, reusable_rows, trusted_rows
+from .partition import decode_tables
+from .reuse import chosen_rows, removed_count
 from .sources import Listing
 
 log = logging.getLogger("dupflow")
@@ -28,6 +31,7 @@ __all__ = ["Decoded", "ingest", "SHARD_FILES", "HASH_DTYPE"]
 
 SHARD_FILES = 1024  # files per decode partition (one shard each)
 HASH_DTYPE = np.dtype("S16")  # a blake2b digest of 16 bytes
+COLUMNS = ["shard", "row", "width", "height", "hash", "hash_turned", "sum_r", "sum_g", "sum_b", "error"]
 
 
 @dataclass
@@ -111,32 +115,52 @@ def ingest(
     """Make sure every listed file has a catalog row; decode only what is new or changed."""
     settings = DecoderSettings.current()  # the caller's Pillow settings, applied on every worker
     index = catalog.read_index()
-    reuse = trusted_rows(reusable_rows(index, listing), catalog, px_size, settings)
-    todo = [(u, s, t) for u, s, t in zip(listing.url, listing.size, listing.stamp) if (u, s, t) not in reuse]
-    fresh: dict[str, dict] = {}
-    if todo:
+    chosen = chosen_rows(index, listing, catalog, px_size, settings)
+    reused = np.flatnonzero(chosen >= 0)
+    todo = np.flatnonzero(chosen < 0)
+    parts = [(reused, index.take(pa.array(chosen[reused])))]
+    removed = removed_count(index, listing)
+    del index, chosen
+    if len(todo):
         cluster = engine(len(todo))
         # a partition holds about 8 copies of each tensor (list, stack, turns, Parquet): sized by bytes
         per_shard = kernels.images_per_task(px_size, 8, SHARD_FILES)
-        parts = max(math.ceil(len(todo) / per_shard), min(len(todo), 4 * cluster.workers))
-        bag = db.from_sequence(todo, npartitions=parts).map_partitions(
-            decode_partition, catalog, storage_options, px_size, mode, settings
+        count = max(math.ceil(len(todo) / per_shard), min(len(todo), 4 * cluster.workers))
+        keys = listing.subset(todo).keys()
+        slices = [keys.slice(k[0], len(k)) for k in np.array_split(np.arange(len(todo)), count) if len(k)]
+        bag = db.from_sequence(slices, npartitions=len(slices)).map_partitions(
+            decode_tables, catalog, storage_options, px_size, mode, settings
         )
-        for part in cluster.run(bag.to_delayed(), "dupflow decoding", show_progress, len(todo)):
-            for row in part:
-                fresh[row["url"]] = row
+        tables = [
+            t
+            for part in cluster.run(bag.to_delayed(), "dupflow decoding", show_progress, len(todo))
+            for t in part
+        ]
+        parts.append((todo, pa.concat_tables(tables)))  # in todo order: partitions keep their files' order
         catalog.compact_index()  # each partition committed its own index file
-    out = Decoded.empty(len(listing), len(todo), len(listing) - len(todo), removed_count(index, listing))
-    names: dict[str, int] = {}
-    for i, key in enumerate(zip(listing.url, listing.size, listing.stamp)):
-        row = reuse.get(key) or fresh[key[0]]
-        if row["error"] is not None:
-            out.error[i] = row["error"]
-            log.warning("skipping %s: %s", listing.path[i], row["error"])
-            continue
-        out.shard[i], out.row[i] = names.setdefault(row["shard"], len(names)), row["row"]
-        out.width[i], out.height[i] = row["width"], row["height"]
-        out.hash[i], out.hash_turned[i] = row["hash"], row["hash_turned"]
-        out.sums[i] = (row["sum_r"], row["sum_g"], row["sum_b"])
-    out.shards = list(names)
+    return _assemble(listing, parts, len(todo), len(reused), removed)
+
+
+def _assemble(
+    listing: Listing, parts: list[tuple[np.ndarray, pa.Table]], decoded: int, reused: int, removed: int
+) -> Decoded:
+    """Decoded from index rows (INDEX_SCHEMA) placed at listing positions, column by column."""
+    at = np.concatenate([p for p, _ in parts])
+    rows = pa.concat_tables([t.select(COLUMNS) for _, t in parts])
+    out = Decoded.empty(len(listing), decoded, reused, removed)
+    shards = pc.dictionary_encode(rows.column("shard")).combine_chunks()
+    out.shards = shards.dictionary.to_pylist()
+    out.shard[at] = pc.fill_null(shards.indices, -1).to_numpy()
+    ok = out.shard[at] >= 0
+    has = at[ok]
+    column = lambda name: pc.fill_null(rows.column(name), 0).to_numpy()[ok]  # noqa: E731
+    out.row[has], out.width[has], out.height[has] = column("row"), column("width"), column("height")
+    out.sums[has] = np.stack([column("sum_r"), column("sum_g"), column("sum_b")], axis=1)
+    out.hash[has] = fixed_bytes(rows.column("hash"), 16)[ok]
+    out.hash_turned[has] = fixed_bytes(rows.column("hash_turned"), 16)[ok]
+    failed = np.flatnonzero(~ok)
+    messages = rows.column("error").take(pa.array(failed)).to_pylist()
+    for k, message in sorted(zip(at[failed].tolist(), messages)):
+        out.error[k] = message or "no thumbnail recorded"
+        log.warning("skipping %s: %s", listing.path[k], out.error[k])
     return out

@@ -13,7 +13,7 @@ from .decode import DecoderSettings, decode_image, error_message, lasting_failur
 from .fetch import read_batch
 from .summaries import summarize
 
-__all__ = ["decode_partition", "READ_BATCH"]
+__all__ = ["decode_partition", "decode_tables", "READ_BATCH"]
 
 READ_BATCH = 16  # files fetched per request round within a partition
 
@@ -76,3 +76,21 @@ def decode_partition(
     if recorded:  # after the shard, so every indexed shard exists
         catalog.write_index(pa.Table.from_pylist(recorded, schema=INDEX_SCHEMA))
     return rows
+
+
+def decode_tables(
+    parts: list[pa.Table],
+    catalog: CatalogRef,
+    storage_options: dict,
+    px_size: int,
+    mode: str,
+    settings: DecoderSettings | None = None,
+) -> list[pa.Table]:
+    """decode_partition over a bag partition of (url, size, stamp) tables; each one's rows come back as
+    one INDEX_SCHEMA table (failures included), compact to send and to hold on the client."""
+    out = []
+    for keys in parts:
+        items = list(zip(*(keys.column(c).to_pylist() for c in ("url", "size", "stamp"))))
+        rows = decode_partition(items, catalog, storage_options, px_size, mode, settings)
+        out.append(pa.Table.from_pylist(rows, schema=INDEX_SCHEMA))
+    return out

@@ -9,10 +9,15 @@ import re
 import stat as stat_mod
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Iterator
+from typing import Iterable, Iterator
 
 import fsspec
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
 from fsspec.implementations.local import LocalFileSystem
+
+from .columns import StringColumn
 
 __all__ = [
     "canonical",
@@ -26,6 +31,7 @@ __all__ = [
     "LiteralLocalFileSystem",
     "local_path",
     "NOT_REGULAR",
+    "NOT_UTF8",
     "redact",
     "remote_mtime",
     "remote_stamp",
@@ -43,6 +49,8 @@ DIFPY_EXTENSIONS = frozenset(
 )
 UNSUPPORTED = "Unsupported file type"
 NOT_REGULAR = "Not a regular file (device, socket or pipe)"
+NOT_UTF8 = "File name is not valid UTF-8 (the catalog and results store names as UTF-8)"
+LIST_BATCH = 65536  # listed files gathered as Python objects before they become Arrow columns
 
 
 def supported_extensions() -> frozenset[str]:
@@ -66,41 +74,54 @@ class InputNotFound(FileNotFoundError):
     """An input folder, file or URL given by the user does not exist."""
 
 
+def _strings() -> StringColumn:
+    return StringColumn()
+
+
 @dataclass
 class Listing:
-    """The files of one build: parallel columns, in search order, plus what was refused at listing."""
+    """The files of one build: parallel columns, in search order, plus what was refused at listing.
 
-    path: list[str] = field(default_factory=list)  # as the user sees it (result keys)
-    url: list[str] = field(default_factory=list)  # what fsspec opens
-    size: list[int] = field(default_factory=list)
-    stamp: list[str] = field(default_factory=list)  # mtime_ns, ETag or generation
-    inputs: list[list[int]] = field(default_factory=list)  # input indices each file belongs to
+    Columns cost bytes, not Python objects (a million files take about 200 MB, not 1 GB): strings are
+    `StringColumn`s (indexing gives str), numbers NumPy arrays.
+    """
+
+    path: StringColumn = field(default_factory=_strings)  # as the user sees it (result keys)
+    url: StringColumn = field(default_factory=_strings)  # what fsspec opens
+    size: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    stamp: StringColumn = field(default_factory=_strings)  # mtime_ns, ETag or generation
+    owners: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int32))  # see owner()
     invalid: dict[str, str] = field(default_factory=dict)
     roots: list[str] = field(default_factory=list)  # canonical URL of every input, for safety checks
-    mtime: list[float] = field(default_factory=list)  # POSIX seconds (objects: LastModified); nan: unknown
-    reference: list[bool] = field(default_factory=list)  # owned by a reference input: never cleaned
+    mtime: np.ndarray = field(default_factory=lambda: np.zeros(0))  # POSIX seconds; nan: unknown
+    reference: np.ndarray = field(default_factory=lambda: np.zeros(0, bool))  # owned by a reference input
 
     def __len__(self) -> int:
         return len(self.path)
 
     def owner(self, position: int) -> int:
         """The input a file belongs to: of the inputs that contain it, the most specific (longest root)."""
-        return max(self.inputs[position], key=lambda k: len(self.roots[k]))
+        return int(self.owners[position])
 
-    def subset(self, positions: list[int]) -> Listing:
+    def subset(self, positions: list[int] | np.ndarray) -> Listing:
         """These files only (same roots; nothing refused)."""
-        pick = lambda column: [column[i] for i in positions]  # noqa: E731
+        at = np.asarray(positions, dtype=np.int64)
+        url = self.url.take(at)
         return Listing(
-            pick(self.path),
-            pick(self.url),
-            pick(self.size),
-            pick(self.stamp),
-            pick(self.inputs),
+            url if self.path is self.url else self.path.take(at),
+            url,
+            self.size[at],
+            self.stamp.take(at),
+            self.owners[at],
             {},
             self.roots,
-            pick(self.mtime),
-            pick(self.reference),
+            self.mtime[at],
+            self.reference[at],
         )
+
+    def keys(self) -> pa.Table:
+        """(url, size, stamp) per file, in listing order: what the catalog is keyed by."""
+        return pa.table({"url": self.url.arrow, "size": self.size, "stamp": self.stamp.arrow})
 
 
 def is_remote(url: str) -> bool:
@@ -321,6 +342,88 @@ def under_roots(url: str, roots: list[str]) -> bool:
     return any(key == root or key.startswith(root.rstrip("/") + "/") for root in roots)
 
 
+def _utf8(name: str) -> bool:
+    """True if a name can be stored as UTF-8 (undecodable bytes in a local name cannot)."""
+    if name.isascii():
+        return True
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _columns(
+    rows: Iterable[tuple[str, str, int, str, str | None, float]], allowed: frozenset[str] | None
+) -> tuple[pa.Table, list[tuple[str, str]]]:
+    """One input's files as a table (path, url, size, stamp, mtime) sorted by path, and the refused files
+    as sorted (path, reason); Python objects are held for one batch at a time."""
+    batches: list[pa.Table] = []
+    refused: list[tuple[str, str]] = []
+    path: list[str] = []
+    url: list[str] = []
+    size: list[int] = []
+    stamp: list[str] = []
+    mtime: list[float] = []
+
+    def flush() -> None:
+        batches.append(
+            pa.table(
+                {
+                    "path": pa.array(path, pa.large_string()),
+                    "url": pa.array(url, pa.large_string()),
+                    "size": pa.array(size, pa.int64()),
+                    "stamp": pa.array(stamp, pa.large_string()),
+                    "mtime": pa.array(mtime, pa.float64()),
+                }
+            )
+        )
+        for column in (path, url, size, stamp, mtime):
+            column.clear()
+
+    for display, location, nbytes, change, error, when in rows:
+        if error is not None:
+            refused.append((display, error))
+        elif allowed is not None and _extension(display) not in allowed:
+            refused.append((display, UNSUPPORTED))
+        elif not (_utf8(display) and _utf8(location)):
+            refused.append((display, NOT_UTF8))
+        else:
+            path.append(display)
+            url.append(location)
+            size.append(nbytes)
+            stamp.append(change)
+            mtime.append(when)
+            if len(path) >= LIST_BATCH:
+                flush()
+    flush()
+    table = pa.concat_tables(batches)
+    if table.num_rows > 1:
+        table = table.take(pc.sort_indices(table, [("path", "ascending"), ("url", "ascending")]))
+    return table, sorted(refused)
+
+
+def _owners(table: pa.Table, roots: list[str]) -> tuple[pa.Table, np.ndarray]:
+    """Each file once (its first listing kept), with the most specific input that lists it."""
+    inputs = table.column("input").to_numpy()
+    if len(roots) < 2 or table.num_rows == 0:
+        return table, inputs.astype(np.int32)
+    urls = table.column("url")
+    local = pc.invert(pc.match_substring(urls, "://"))
+    key = pc.if_else(local, pc.utf8_replace_slice(urls, start=0, stop=0, replacement="file://"), urls)
+    first = pc.index_in(key, value_set=key).to_numpy()
+    keep = first == np.arange(len(first))
+    owners = inputs.copy()
+    listed_by: dict[int, list[int]] = {}
+    for k in np.flatnonzero(~keep).tolist():  # files that several inputs list
+        also = listed_by.setdefault(int(first[k]), [int(inputs[first[k]])])
+        if inputs[k] not in also:
+            also.append(int(inputs[k]))
+    for k, also in listed_by.items():
+        owners[k] = max(also, key=lambda i: len(roots[i]))
+    return table.filter(pa.array(keep)), owners[keep].astype(np.int32)
+
+
 def list_files(
     directories: list[str],
     recursive: bool,
@@ -335,34 +438,31 @@ def list_files(
     """
     storage_options = storage_options or {}
     allowed = supported_extensions() if limit_extensions else None
-    listing = Listing()
-    position: dict[str, int] = {}
+    invalid: dict[str, str] = {}
+    roots: list[str] = []
+    tables = []
     for index, entry in enumerate([*directories, *reference]):
         if is_remote(entry):
             rows, root_url = _list_remote(entry, recursive, storage_options), entry
         else:
-            rows = _list_local(entry, recursive, listing.invalid)
+            rows = _list_local(entry, recursive, invalid)
             root_url = canonical(os.path.abspath(local_path(entry)))
-        listing.roots.append(root_url)
-        for display, url, size, stamp, error, mtime in sorted(rows):
-            key = canonical(url)
-            if key in position:
-                if index not in listing.inputs[position[key]]:
-                    listing.inputs[position[key]].append(index)
-                continue
-            if error is not None:
-                listing.invalid[display] = error
-                continue
-            if allowed is not None and _extension(display) not in allowed:
-                listing.invalid[display] = UNSUPPORTED
-                continue
-            position[key] = len(listing.path)
-            listing.path.append(display)
-            listing.url.append(url)
-            listing.size.append(size)
-            listing.stamp.append(stamp)
-            listing.mtime.append(mtime)
-            listing.inputs.append([index])
-    owners = (ins[0] if len(ins) == 1 else listing.owner(i) for i, ins in enumerate(listing.inputs))
-    listing.reference = [owner >= len(directories) for owner in owners]  # after the directories: reference
-    return listing
+        roots.append(root_url)
+        table, refused = _columns(rows, allowed)
+        invalid.update(refused)
+        tables.append(table.append_column("input", pa.array(np.full(table.num_rows, index, np.int32))))
+    table, owners = _owners(pa.concat_tables(tables), roots)
+    del tables
+    url = StringColumn(table.column("url"))
+    path = StringColumn(table.column("path"))
+    return Listing(
+        url if path == url else path,  # one column when the paths shown are the URLs
+        url,
+        table.column("size").to_numpy(),
+        StringColumn(table.column("stamp")),
+        owners,
+        invalid,
+        roots,
+        table.column("mtime").to_numpy(),
+        owners >= len(directories),  # after the directories: reference
+    )

@@ -89,7 +89,7 @@ def fingerprint(config: HygieneConfig) -> str:
         if not places:
             continue
         listing = list_files(sorted(places), config.recursive, True, config.storage_options)
-        for row in zip(listing.url, listing.size, listing.stamp):
+        for row in zip(listing.url, listing.size.tolist(), listing.stamp):
             digest.update(json.dumps(row).encode())
         digest.update(b"|")
     return digest.hexdigest()
