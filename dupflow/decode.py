@@ -18,17 +18,26 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
+from .png import decode_png
+
 __all__ = ["DecoderSettings", "decode_image", "error_message", "lasting_failure", "register_heif"]
 
 UNIDENTIFIED = "UnidentifiedImageError: file could not be identified as image."
 
 _STRICT_HOST = threading.Lock()
 
+# decode="fast": Pillow's resize first box-averages by a whole factor down to at least this many times px,
+# then resamples BICUBIC (measured on 10,000 real files: per-image MSE to exact median 0.26 on screenshots,
+# 0.11 on photos; a gap of 2 gave 10 on screenshots' sharp text)
+FAST_REDUCING_GAP = 6.0
+
 
 def decode_image(data: bytes, px_size: int, mode: str = "exact") -> tuple[np.ndarray, int, int]:
     """Decode like difPy (first frame, no EXIF transpose, RGB, BICUBIC to px x px); raise on failure.
 
-    `mode="fast"` lets JPEG decode at a reduced DCT scale first (much less work, tensor close to exact).
+    PNGs are inflated by libdeflate (`png.decode_png`), pixels identical to Pillow's. `mode="fast"` lets
+    JPEG decode at a reduced DCT scale first and large images be box-averaged before the BICUBIC resize
+    (much less work, tensor close to exact: the README states the agreement).
     Pillow's warnings (palette transparency, odd EXIF, decompression bombs, which are refused here
     anyway) are harmless, even in a host that turns warnings into errors: such a decode is done again
     with them ignored. No filter is installed for good (importing dupflow leaves a host's alone), and
@@ -52,14 +61,21 @@ def _decode(data: bytes, px_size: int, mode: str) -> tuple[np.ndarray, int, int]
             f"Image size ({width * height} pixels) exceeds limit of {limit} "
             "pixels, could be decompression bomb DOS attack."
         )
-    if mode == "fast" and img.format == "JPEG":
-        img.draft("RGB", (2 * px_size, 2 * px_size))
+    box = gap = None
+    if img.format == "PNG":
+        inflated = decode_png(data)  # Pillow's own image, inflated by libdeflate (None: Pillow's path)
+        img = img if inflated is None else inflated
+    if mode == "fast":
+        gap = FAST_REDUCING_GAP
+        if img.format == "JPEG":
+            drafted = img.draft("RGB", (2 * px_size, 2 * px_size))
+            box = drafted[1] if drafted else None  # the whole image in the draft's pixels, odd sizes too
     if img.getbands() != ("R", "G", "B"):
         img = img.convert("RGB")
     img.load()
     if mode == "exact":
         width, height = img.size
-    img = img.resize((px_size, px_size), resample=Image.BICUBIC)
+    img = img.resize((px_size, px_size), resample=Image.BICUBIC, box=box, reducing_gap=gap)
     tensor = np.asarray(img, dtype=np.uint8)
     if tensor.shape != (px_size, px_size, 3):
         raise ValueError(f"decoded to an unexpected shape {tensor.shape}")
