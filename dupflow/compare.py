@@ -11,7 +11,6 @@ the pairs it leaves in doubt.
 from __future__ import annotations
 
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass, field
 from typing import Callable
 
@@ -156,21 +155,22 @@ def _verify(
 
 def _hash_classes(decoded: Decoded, scope: Scope, spec: MatchSpec) -> list[list[int]]:
     """Images sharing a content hash (turn-invariant when rotating) and, with same_dim, a size; only
-    classes holding a member and another image are kept."""
-    classes: dict[tuple, list[int]] = defaultdict(list)
-    hashes = decoded.hash_turned if spec.rotate else decoded.hash
-    n_members = len(scope.members)
-    for k, position in enumerate(np.concatenate([scope.members, scope.reference]).tolist()):
-        key = (hashes[position],)
-        if spec.same_dim:
-            key += tuple(sorted((int(decoded.width[position]), int(decoded.height[position]))))
-        classes[key].append((k < n_members, position))
-    # members first within each class, so a class's first image is a member when it has one
-    return [
-        [p for _, p in sorted(c, key=lambda e: not e[0])]
-        for c in classes.values()
-        if len(c) > 1 and any(m for m, _ in c)
-    ]
+    classes holding a member and another image are kept, members first (so a class's first image is a
+    member when it has one)."""
+    positions = np.concatenate([scope.members, scope.reference])
+    hashes = (decoded.hash_turned if spec.rotate else decoded.hash)[positions]
+    key = [np.frombuffer(hashes.astype("S16").tobytes(), dtype=np.uint64).reshape(-1, 2)]
+    if spec.same_dim:
+        dims = np.sort(np.stack([decoded.width, decoded.height], axis=1)[positions], axis=1)
+        key.append(dims.astype(np.uint64))
+    _, cls = np.unique(np.concatenate(key, axis=1), axis=0, return_inverse=True)
+    cls = cls.reshape(-1)
+    is_reference = np.arange(len(positions)) >= len(scope.members)
+    order = np.lexsort((is_reference, cls))  # by class, members first, each in scope order
+    starts = np.flatnonzero(np.r_[True, cls[order][1:] != cls[order][:-1]])
+    sizes = np.diff(np.r_[starts, len(order)])
+    keep = (sizes > 1) & ~is_reference[order[starts]]
+    return [positions[order[a : a + n]].tolist() for a, n in zip(starts[keep], sizes[keep])]
 
 
 def _duplicate_tasks(
