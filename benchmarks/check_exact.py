@@ -19,7 +19,7 @@ Checks (each counted; every mismatch is listed, the script exits 1 when there is
     result - is a reference match and its reported MSE equals the reference MSE bit for bit;
 (b) pairs not reported do not match. With ``found.pairs`` (``--search``): every pair not in it. From a result
     alone (``--run``) only the pairs the greedy grouping pins down can be checked: for a primary or an image
-    left alone, y, and any image x placed after y walked the quality ranking (pixels, then path, best first),
+    left alone, y, and any image x placed after y walked the keeper ranking (quality_rank: the contract's),
     x matches y exactly when x is in y's group (x in a later group, a later primary or a later loner must
     not match y). The grouping is also checked for shape: each image in at most one group, every match ranked
     below its primary.

@@ -26,6 +26,13 @@ wallpapers (smooth gradients + noise, 1366x768 to 3840x2160, level 1); planted c
 (REAL_KINDS): byte copies, JPEG re-encodes, PNG re-saves at another zlib level (palette and transparency kept),
 ``to_png`` / ``to_jpeg`` conversions, 50%/75% resizes and quarter turns.
 
+``--mix thumb`` draws thumbnail-sized originals (THUMB_SIZES: 24x32 to 64x48, about 10% PNG) for the
+1,000,000-image series (cache folder N_seed_thumb): ``render_thumbs`` synthesises THUMB_CHUNK originals at a time
+in float32 numpy (gradient, anti-aliased shapes, texture, noise, a tone curve per image), so a million files
+take minutes, not hours; planted copies (THUMB_KINDS) are byte copies, PNG re-saves (MSE 0), brightness
+shifts of +1/+2 (PNG), JPEG re-encodes at 85/90/95 (4:4:4; they straddle MSE 5 at px 50), quarter turns and
+150%/200% enlargements (MSE about 1-2), 75% reductions and 1-3% crops (farther). Pixels depend on (seed, chunk).
+
 ``--small`` draws originals from the four smallest sizes only (SMALL_SIZES: 320x240, 240x320, 480x360, 360x480,
 same relative weights), about 4x cheaper to render, for large-N series whose catalog-built timings do not depend
 on the original size (thumbnails are 50x50); dataset.json then has ``"sizes": "small"``.
@@ -997,7 +1004,8 @@ def main(argv: list[str] | None = None) -> int:
         choices=MIXES,
         default="photo",
         help="photo: photo-like originals, about 10%% PNG (default); real: a user's folder - JPEG photos up to "
-        "4000 px, PNG screenshots, flat graphics/icons (palette, transparency) and wallpapers, about 64/36",
+        "4000 px, PNG screenshots, flat graphics/icons (palette, transparency) and wallpapers, about 64/36; "
+        "thumb: photo-like originals of 24x32 to 64x48 (1,000,000 files in about 6 minutes on 2 cores)",
     )
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
