@@ -12,11 +12,13 @@ Two passes over the cluster, each reading every shard once, sequentially:
 
 from __future__ import annotations
 
+import operator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-from dask import delayed
+from dask.delayed import Delayed
+from dask.highlevelgraph import HighLevelGraph
 
 from . import kernels
 from .catalog import GRID_DTYPE, CatalogRef
@@ -93,22 +95,28 @@ def plan(
     return Plan(bands, pairs)
 
 
-def _shard_regions(
-    catalog: CatalogRef, shard: str, rows: np.ndarray, positions: np.ndarray, band: np.ndarray
-) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Read one shard's grids for these rows; each band's positions and region sums."""
+def _by_shard(shard: np.ndarray) -> list[tuple[int, np.ndarray]]:
+    """Each shard index with the places that hold it (one sort, not one scan per shard)."""
+    order = np.argsort(shard, kind="stable")
+    starts = np.flatnonzero(np.r_[True, shard[order][1:] != shard[order][:-1]]) if len(shard) else []
+    return [(int(shard[order[a]]), order[a:b]) for a, b in zip(starts, [*starts[1:], len(order)])]
+
+
+def _shard_regions(catalog: CatalogRef, shard: str, rows: np.ndarray, positions: np.ndarray) -> tuple:
+    """Read one shard's grids for these rows: their positions and region sums."""
     g = kernels.GRID
     grids = catalog.read_rows(shard, rows, "grid").view(GRID_DTYPE).reshape(len(rows), g, g, 3)
-    sums = kernels.region_sums(grids)
-    return {int(b): (positions[band == b], sums[band == b]) for b in np.unique(band)}
+    return positions, kernels.region_sums(grids)
 
 
 def _band_regions(pieces: list[tuple[np.ndarray, np.ndarray]], positions: np.ndarray) -> np.ndarray:
-    """One band's region sums, in the band's order of positions, from the shards' pieces."""
+    """One band's region sums, in the band's order of positions, from the pieces of the shards it spans
+    (whole pieces: a worker receives each shard's piece once, whichever of its bands it runs)."""
     got = np.concatenate([p for p, _ in pieces])
     sums = np.concatenate([s for _, s in pieces])
     order = np.argsort(got)
-    return sums[order[np.searchsorted(got, positions, sorter=order)]]
+    place = np.searchsorted(got, positions, sorter=order)
+    return sums[order[place]]
 
 
 def _band_pair(
@@ -132,35 +140,39 @@ def _band_pair(
     return bx.positions[i[keep]], by.positions[j[keep]], alive[keep]
 
 
+def _graph(dsk: dict, keys: list, layer: str) -> list[Delayed]:
+    """Delayed objects over one hand-built graph: dask.delayed's per-call graph merging cost about 1 ms per
+    task, and the plan at 1,000,000 images has tens of thousands of tasks."""
+    graph = HighLevelGraph.from_collections(layer, dsk)
+    return [Delayed(k, graph, layer=layer) for k in keys]
+
+
 def bound_tasks(catalog: CatalogRef, decoded: Decoded, the_plan: Plan, spec: MatchSpec, key: str) -> list:
-    """Pass 1: one task per band pair, fed by one task per shard (its rows' region sums, split by band)."""
+    """Pass 1: one task per band pair, fed by one task per shard (its rows' region sums)."""
     positions = np.concatenate([b.positions for b in the_plan.bands])
     band = np.concatenate([np.full(len(b.positions), x) for x, b in enumerate(the_plan.bands)])
-    shard = decoded.shard[positions]
-    pieces: list[list] = [[] for _ in the_plan.bands]
-    for k in np.unique(shard):
-        mine = shard == k
-        task = delayed(_shard_regions, pure=True)(
-            catalog,
-            decoded.shards[k],
-            decoded.row[positions[mine]],
-            positions[mine],
-            band[mine],
-            dask_key_name=(f"{key}-shard", int(k)),
-        )
-        for b in np.unique(band[mine]).tolist():
-            pieces[b].append(task[b])
-    regions = [
-        delayed(_band_regions, pure=True)(pieces[x], b.positions, dask_key_name=(f"{key}-band", x))
-        for x, b in enumerate(the_plan.bands)
-    ]
+    dsk: dict = {}
+    spans: list[list] = [[] for _ in the_plan.bands]
+    for k, places in _by_shard(decoded.shard[positions]):
+        name = (f"{key}-shard", k)
+        here = positions[places]
+        dsk[name] = (_shard_regions, catalog, decoded.shards[k], decoded.row[here], here)
+        for b in np.unique(band[places]).tolist():
+            spans[b].append(name)
+    for x, b in enumerate(the_plan.bands):
+        dsk[(f"{key}-band", x)] = (_band_regions, spans[x], b.positions)
     bands = the_plan.bands
-    return [
-        delayed(_band_pair, pure=True)(
-            regions[x], regions[y], bands[x], bands[y], spec, x == y, dask_key_name=(key, x, y)
+    for x, y in the_plan.pairs:
+        dsk[(key, x, y)] = (
+            _band_pair,
+            (f"{key}-band", x),
+            (f"{key}-band", y),
+            bands[x],
+            bands[y],
+            spec,
+            x == y,
         )
-        for x, y in the_plan.pairs
-    ]
+    return _graph(dsk, [(key, x, y) for x, y in the_plan.pairs], key)
 
 
 def _chunks(i: np.ndarray, j: np.ndarray, most_images: int) -> list[slice]:
@@ -177,12 +189,15 @@ def _chunks(i: np.ndarray, j: np.ndarray, most_images: int) -> list[slice]:
     return out
 
 
-def _shard_tensors(
-    catalog: CatalogRef, shard: str, rows: np.ndarray, positions: np.ndarray, task: np.ndarray
-) -> dict[int, tuple[np.ndarray, np.ndarray]]:
-    """Read one shard's tensors for these rows (each row once); each exact task's positions and tensors."""
-    unique, inverse = np.unique(rows, return_inverse=True)
-    tensors = catalog.read_rows(shard, unique, "tensor")[inverse]
+def _fetch_tensors(catalog: CatalogRef, reads: list[tuple], task: np.ndarray) -> dict[int, tuple]:
+    """Read some shards' tensors for these rows (each row once); each exact task's positions and tensors.
+    reads: (shard, rows, positions) per shard; task: the exact task of each (shard, row) in that order."""
+    positions = np.concatenate([p for _, _, p in reads])
+    parts = []
+    for shard, rows, _ in reads:
+        unique, inverse = np.unique(rows, return_inverse=True)
+        parts.append(catalog.read_rows(shard, unique, "tensor")[inverse])
+    tensors = np.concatenate(parts)
     return {int(t): (positions[task == t], tensors[task == t]) for t in np.unique(task)}
 
 
@@ -204,36 +219,42 @@ def _exact(pieces: list, i: np.ndarray, j: np.ndarray, alive: np.ndarray, spec: 
 
 
 def exact_tasks(catalog: CatalogRef, decoded: Decoded, found: list, spec: MatchSpec, key: str) -> list:
-    """Pass 2: the band pairs' candidates cut into exact tasks, fed by one task per shard."""
+    """Pass 2: the band pairs' candidates cut into exact tasks, fed by fetch tasks that each read some
+    shards once (as many as keep its tensors within a task's bytes) and hand each exact task its part."""
     found = [f for f in found if len(f[0])]
     if not found:
         return []
     i = np.concatenate([f[0] for f in found])
     j = np.concatenate([f[1] for f in found])
     alive = np.concatenate([f[2] for f in found])
-    most = kernels.images_per_task(spec.px, EXACT_COPIES, 8192)
-    chunks = _chunks(i, j, most)
+    chunks = _chunks(i, j, kernels.images_per_task(spec.px, EXACT_COPIES, 8192))
     needed = [np.unique(np.concatenate([i[c], j[c]])) for c in chunks]
     positions = np.concatenate(needed)
     task = np.concatenate([np.full(len(n), t) for t, n in enumerate(needed)])
-    shard = decoded.shard[positions]
+    per_fetch = kernels.images_per_task(spec.px, 3, 1 << 16)
+    dsk: dict = {}
     pieces: list[list] = [[] for _ in chunks]
-    for k in np.unique(shard):
-        mine = shard == k
-        fetch = delayed(_shard_tensors, pure=True)(
-            catalog,
-            decoded.shards[k],
-            decoded.row[positions[mine]],
-            positions[mine],
-            task[mine],
-            dask_key_name=(f"{key}-tensors", int(k)),
-        )
-        for t in np.unique(task[mine]).tolist():
-            pieces[t].append(fetch[t])
-    return [
-        delayed(_exact, pure=True)(pieces[t], i[c], j[c], alive[c], spec, dask_key_name=(key, t))
-        for t, c in enumerate(chunks)
-    ]
+    group: list = []
+
+    def flush() -> None:
+        name = (f"{key}-fetch", len(dsk))
+        places = np.concatenate([p for _, p in group])
+        reads = [(decoded.shards[k], decoded.row[positions[p]], positions[p]) for k, p in group]
+        dsk[name] = (_fetch_tensors, catalog, reads, task[places])
+        for t in np.unique(task[places]).tolist():
+            part = (f"{key}-part", name[1], t)
+            dsk[part] = (operator.getitem, name, t)
+            pieces[t].append(part)
+
+    for k, places in _by_shard(decoded.shard[positions]):
+        if group and sum(len(p) for _, p in group) + len(places) > per_fetch:
+            flush()
+            group = []
+        group.append((k, places))
+    flush()
+    for t, c in enumerate(chunks):
+        dsk[(key, t)] = (_exact, pieces[t], i[c], j[c], alive[c], spec)
+    return _graph(dsk, [(key, t) for t in range(len(chunks))], key)
 
 
 def similar_edges(
