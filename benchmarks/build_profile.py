@@ -27,6 +27,7 @@ import os
 import pstats
 import resource
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -55,6 +56,85 @@ STAGES: list[tuple[str, str, str]] = [
     ("index compaction", "dupflow/catalog.py", "compact_index"),
     ("ingest (total)", "dupflow/ingest.py", "ingest"),
 ]
+
+
+# py-spy (a sampling profiler: no overhead in the sampled process, every thread) on the real build: each
+# sample goes to the first of these frames found from the innermost outwards; (label, qualified name, file)
+SPY_STAGES: list[tuple[str, str, str]] = [
+    ("decode: Pillow header parse (Image.open)", "open", "PIL/Image.py"),
+    ("decode: pixel decode (ImageFile.load)", "ImageFile.load", "PIL/ImageFile.py"),
+    ("decode: convert to RGB", "Image.convert", "PIL/Image.py"),
+    ("decode: resize to px x px", "Image.resize", "PIL/Image.py"),
+    ("decode: rest of decode_image", "decode_image", "dupflow/decode.py"),
+    ("file reads (fsspec cat_ranges)", "read_batch", "dupflow/fetch.py"),
+    ("grids (block sums)", "grid_sums", "dupflow/kernels.py"),
+    ("hashes and channel sums", "summarize", "dupflow/summaries.py"),
+    ("Parquet shard writes", "CatalogRef.write_shard", "dupflow/catalog.py"),
+    ("index file writes", "CatalogRef.write_index", "dupflow/catalog.py"),
+    ("partition: rest (stacking, rows)", "decode_partition", "dupflow/partition.py"),
+    ("partition: rest (stacking, rows)", "decode_tables", "dupflow/partition.py"),
+    ("index compaction", "CatalogRef.compact_index", "dupflow/catalog.py"),
+    ("catalog index read", "CatalogRef.read_index", "dupflow/catalog.py"),
+    ("reuse checks", "reusable_rows", "dupflow/reuse.py"),
+    ("reuse checks", "trusted_rows", "dupflow/reuse.py"),
+    ("listing (walk + stat)", "list_files", "dupflow/sources.py"),
+    ("imports", "_find_and_load", "importlib._bootstrap>"),
+    ("cluster start and close", "Engine.__init__", "dupflow/cluster.py"),
+    ("cluster start and close", "Engine.close", "dupflow/cluster.py"),
+    ("client side of ingest (graph, results table)", "ingest", "dupflow/ingest.py"),
+]
+SPY_FALLBACK = [
+    ("Dask/distributed (scheduler, client, workers' bookkeeping)", ("distributed/", "dask/", "tornado/"))
+]
+# innermost frames of a thread that waits (py-spy's idle detection misses some)
+SPY_IDLE = {"Condition.wait", "Event.wait", "Queue.get", "Thread.join", "sleep", "select", "poll"}
+
+
+def spy_stages(raw: str) -> dict[str, int]:
+    """Samples per stage from py-spy's raw (collapsed) output; waiting threads under "idle"."""
+    out: dict[str, int] = {}
+    for line in raw.splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = []
+        for frame in stack.split(";")[1:]:
+            name, _, where = frame.rpartition(" (")
+            frames.append((name, where.rsplit(":", 1)[0].replace(os.sep, "/")))
+        label = "other"
+        if frames and (frames[-1][0] in SPY_IDLE or frames[-1][0].endswith(".select")):
+            label = "idle (waiting)"
+        else:
+            for name, where in reversed(frames):
+                hit = next(
+                    (lb for lb, qual, suffix in SPY_STAGES if name == qual and where.endswith(suffix)), None
+                )
+                if hit is None:
+                    hit = next((lb for lb, parts in SPY_FALLBACK if any(p in where for p in parts)), None)
+                if hit is not None:
+                    label = hit
+                    break
+        out[label] = out.get(label, 0) + int(count)
+    return out
+
+
+def spy_build(py_spy: str, folder: str, catalog: str, px: int, mode: str, rate: int) -> dict:
+    """The real dupflow.build in its own process under `py-spy record`: wall, samples per stage, rate."""
+    code = (
+        "import sys, dupflow; dupflow.build(sys.argv[1], catalog=sys.argv[2], px_size=int(sys.argv[3]), "
+        "decode=sys.argv[4], show_progress=False).close()"
+    )
+    with tempfile.NamedTemporaryFile(suffix=".txt") as handle:
+        cmd = [py_spy, "record", "--format", "raw", "-o", handle.name, "--rate", str(rate), "--subprocesses"]
+        cmd += ["--nonblocking", "--", sys.executable, "-c", code, folder, catalog, str(px), mode]
+        t0 = time.perf_counter()
+        done = subprocess.run(cmd, capture_output=True, text=True, check=False)
+        wall = time.perf_counter() - t0
+        if done.returncode != 0:
+            raise RuntimeError(f"py-spy run failed ({done.returncode}): {done.stderr[-2000:]}")
+        with open(handle.name, encoding="utf-8") as raw:
+            stages = spy_stages(raw.read())
+    return {"wall": wall, "rate": rate, "samples": stages}
 
 
 class SyncEngine:
@@ -145,6 +225,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--decode", choices=("exact", "fast"), default="exact")
     ap.add_argument("--top", type=int, default=20, help="functions listed by own time")
     ap.add_argument("--no-real", action="store_true", help="skip the real threaded build")
+    ap.add_argument(
+        "--py-spy",
+        default=None,
+        metavar="BIN",
+        help="also sample a real build with this py-spy binary (every thread, no overhead in the build)",
+    )
+    ap.add_argument("--rate", type=int, default=100, help="py-spy samples per second")
     ap.add_argument("--json", default=None)
     args = ap.parse_args(argv)
     work = tempfile.mkdtemp(prefix="dupflow-profile-")
@@ -158,6 +245,13 @@ def main(argv: list[str] | None = None) -> int:
                 subset_folder(args.data, files, os.path.join(work, "subset")) if args.limit else args.data
             )
             real = real_build(folder, os.path.join(work, "cat2"), args.px, args.decode)
+        spy = None
+        if args.py_spy:
+            if args.no_real:
+                folder = (
+                    subset_folder(args.data, files, os.path.join(work, "subset")) if args.limit else args.data
+                )
+            spy = spy_build(args.py_spy, folder, os.path.join(work, "cat3"), args.px, args.decode, args.rate)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     cpu = seconds["profiled CPU"]
@@ -181,6 +275,18 @@ def main(argv: list[str] | None = None) -> int:
             f"{real['wall']:.2f} / {real['cpu']:.2f} | {files / real['wall']:.0f} images/s | "
             f"{1000 * real['cpu'] / files:.3f} |"
         )
+    if spy:
+        active = sum(v for k, v in spy["samples"].items() if k != "idle (waiting)")
+        print(
+            f"\npy-spy on a real build of the same files (its own process, {spy['rate']} samples/s per thread, "
+            f"wall {spy['wall']:.2f} s incl. py-spy start-up): thread-seconds per stage, innermost stage wins\n"
+        )
+        print("| stage | thread-seconds | share of active samples | ms per file |")
+        print("| --- | ---: | ---: | ---: |")
+        for label, count in sorted(spy["samples"].items(), key=lambda kv: -kv[1]):
+            secs = count / spy["rate"]
+            share = f"{100 * count / active:.1f}%" if label != "idle (waiting)" else "-"
+            print(f"| {label} | {secs:.2f} | {share} | {1000 * secs / files:.3f} |")
     out = io.StringIO()
     stats.stream = out
     stats.sort_stats("tottime").print_stats(args.top)
@@ -190,7 +296,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         with open(args.json, "w", encoding="utf-8") as handle:
             json.dump(
-                {"files": files, "profiled": seconds, "real": real, "load": os.getloadavg()}, handle, indent=1
+                {"files": files, "profiled": seconds, "real": real, "py_spy": spy, "load": os.getloadavg()},
+                handle,
+                indent=1,
             )
     return 0
 
