@@ -102,21 +102,24 @@ def _by_shard(shard: np.ndarray) -> list[tuple[int, np.ndarray]]:
     return [(int(shard[order[a]]), order[a:b]) for a, b in zip(starts, [*starts[1:], len(order)])]
 
 
-def _shard_regions(catalog: CatalogRef, shard: str, rows: np.ndarray, positions: np.ndarray) -> tuple:
-    """Read one shard's grids for these rows: their positions and region sums."""
+def _shard_regions(
+    catalog: CatalogRef, shard: str, rows: np.ndarray, positions: np.ndarray, band: np.ndarray
+) -> dict[int, tuple[np.ndarray, np.ndarray]]:
+    """Read one shard's grids for these rows; each band's positions and region sums."""
     g = kernels.GRID
     grids = catalog.read_rows(shard, rows, "grid").view(GRID_DTYPE).reshape(len(rows), g, g, 3)
-    return positions, kernels.region_sums(grids)
+    sums = kernels.region_sums(grids)
+    return {int(b): (positions[band == b], sums[band == b]) for b in np.unique(band)}
 
 
-def _band_regions(pieces: list[tuple[np.ndarray, np.ndarray]], positions: np.ndarray) -> np.ndarray:
-    """One band's region sums, in the band's order of positions, from the pieces of the shards it spans
-    (whole pieces: a worker receives each shard's piece once, whichever of its bands it runs)."""
-    got = np.concatenate([p for p, _ in pieces])
-    sums = np.concatenate([s for _, s in pieces])
+def _band_regions(pieces: list[dict], band: int, positions: np.ndarray) -> np.ndarray:
+    """One band's region sums, in the band's order of positions, from the shards it spans (a worker
+    receives each shard's pieces once, whichever of their bands it runs, and takes only its own)."""
+    mine = [piece[band] for piece in pieces]
+    got = np.concatenate([p for p, _ in mine])
+    sums = np.concatenate([s for _, s in mine])
     order = np.argsort(got)
-    place = np.searchsorted(got, positions, sorter=order)
-    return sums[order[place]]
+    return sums[order[np.searchsorted(got, positions, sorter=order)]]
 
 
 def _band_pair(
@@ -156,11 +159,11 @@ def bound_tasks(catalog: CatalogRef, decoded: Decoded, the_plan: Plan, spec: Mat
     for k, places in _by_shard(decoded.shard[positions]):
         name = (f"{key}-shard", k)
         here = positions[places]
-        dsk[name] = (_shard_regions, catalog, decoded.shards[k], decoded.row[here], here)
+        dsk[name] = (_shard_regions, catalog, decoded.shards[k], decoded.row[here], here, band[places])
         for b in np.unique(band[places]).tolist():
             spans[b].append(name)
     for x, b in enumerate(the_plan.bands):
-        dsk[(f"{key}-band", x)] = (_band_regions, spans[x], b.positions)
+        dsk[(f"{key}-band", x)] = (_band_regions, spans[x], x, b.positions)
     bands = the_plan.bands
     for x, y in the_plan.pairs:
         dsk[(key, x, y)] = (
