@@ -481,6 +481,7 @@ class Engine:
 
         With `images`, the bar counts images (shared evenly among the tasks), else tasks.
         """
+        import dask
         from distributed import as_completed
 
         from .progress import progress_bar, task_weights
@@ -488,7 +489,10 @@ class Engine:
         tasks = list(tasks)
         if not tasks:
             return []
-        futures = self.client.compute(tasks)
+        # a plan carries tens of bytes per image by design (addresses, never tensors): warn only beyond that
+        graph_limit = max(10 * 2**20, 128 * (images or 0))
+        with dask.config.set({"distributed.admin.large-graph-warning-threshold": graph_limit}):
+            futures = self.client.compute(tasks)
         weights = task_weights(len(futures), images)
         total, unit = (images, "images") if images is not None else (len(futures), "tasks")
         with progress_bar(total, desc, show_progress, unit) as bar:

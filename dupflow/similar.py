@@ -73,14 +73,14 @@ def plan(
     images are not all reference images (and, with same_dim, share a size)."""
     means = sums[positions].sum(axis=1) / spec.d
     order = np.argsort(means, kind="stable")
+    small = positions.astype(np.int32 if len(dims) < 2**31 else np.int64)  # the graph carries these
     bands = []
     for start in range(0, len(order), size):
         pick = order[start : start + size]
-        bands.append(
-            Band(positions[pick], reference[pick], dims[positions[pick]], means[pick[0]], means[pick[-1]])
-        )
+        band_dims = dims[positions[pick]].astype(np.int32)
+        bands.append(Band(small[pick], reference[pick], band_dims, means[pick[0]], means[pick[-1]]))
     radius = kernels.mean_radius(spec.limit, spec.d)
-    codes = [np.unique(b.dims[:, 0] * (1 << 32) + b.dims[:, 1]) for b in bands]
+    codes = [np.unique((b.dims[:, 0].astype(np.int64) << 32) + b.dims[:, 1]) for b in bands]
     pairs = []
     for x, bx in enumerate(bands):
         for y in range(x, len(bands)):
@@ -140,7 +140,7 @@ def _band_pair(
     keep = ~(bx.reference[i] & by.reference[j])
     if spec.same_dim:
         keep &= (bx.dims[i] == by.dims[j]).all(axis=1)
-    return bx.positions[i[keep]], by.positions[j[keep]], alive[keep]
+    return bx.positions[i[keep]].astype(np.int64), by.positions[j[keep]].astype(np.int64), alive[keep]
 
 
 def _graph(dsk: dict, keys: list, layer: str) -> list[Delayed]:
@@ -153,13 +153,14 @@ def _graph(dsk: dict, keys: list, layer: str) -> list[Delayed]:
 def bound_tasks(catalog: CatalogRef, decoded: Decoded, the_plan: Plan, spec: MatchSpec, key: str) -> list:
     """Pass 1: one task per band pair, fed by one task per shard (its rows' region sums)."""
     positions = np.concatenate([b.positions for b in the_plan.bands])
-    band = np.concatenate([np.full(len(b.positions), x) for x, b in enumerate(the_plan.bands)])
+    band = np.concatenate([np.full(len(b.positions), x, np.int32) for x, b in enumerate(the_plan.bands)])
     dsk: dict = {}
     spans: list[list] = [[] for _ in the_plan.bands]
     for k, places in _by_shard(decoded.shard[positions]):
         name = (f"{key}-shard", k)
         here = positions[places]
-        dsk[name] = (_shard_regions, catalog, decoded.shards[k], decoded.row[here], here, band[places])
+        rows = decoded.row[here].astype(np.int32)
+        dsk[name] = (_shard_regions, catalog, decoded.shards[k], rows, here, band[places])
         for b in np.unique(band[places]).tolist():
             spans[b].append(name)
     for x, b in enumerate(the_plan.bands):
