@@ -6,8 +6,10 @@ Two passes over the cluster, each reading every shard once, sequentially:
    meets only the bands within the brightness radius: the work follows the pairs that can match, not
    blocks². Each band pair keeps the pairs whose region bound (a lower bound on S, per turn) is within
    the limit, found through a k-d tree, and returns them to the client.
-2. Exact sums. The surviving pairs are cut into tasks of bounded bytes; each shard task reads only the
-   tensors those tasks need and hands each its part; each task computes S exactly for the live turns.
+2. Exact sums. The surviving pairs are cut into tasks of bounded bytes; fetch tasks (a few shards each)
+   read only the tensors those tasks need and hand each its part; each task computes S exactly for the
+   turns still in doubt.
+Both passes are one hand-built graph each (see _graph), so planning a million images takes seconds.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ EXACT_COPIES = 6  # an exact task's bytes per image: its tensor, four turns, a f
 
 Edges = tuple[np.ndarray, np.ndarray, np.ndarray]
 
-__all__ = ["Plan", "band_size", "plan", "bound_tasks", "exact_tasks"]
+__all__ = ["Band", "Plan", "band_size", "bound_tasks", "exact_tasks", "plan", "similar_edges"]
 
 
 def band_size(chunksize: int | None) -> int:
