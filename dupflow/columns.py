@@ -7,23 +7,25 @@ from typing import Iterable, Iterator, Sequence
 import numpy as np
 import pyarrow as pa
 
-__all__ = ["StringColumn", "fixed_bytes"]
+__all__ = ["StringColumn", "combined", "fixed_bytes"]
 
 BATCH = 65536  # values turned into Python objects at a time when iterating
 
 
 class StringColumn(Sequence[str]):
-    """A read-only sequence of strings kept as one Arrow large_string array (about the text's bytes plus
-    8 per value, where a list of str costs about 60 more each); indexing and iteration give str."""
+    """A read-only sequence of strings kept as one Arrow string array (about the text's bytes plus 4 per
+    value, where a list of str costs about 60 more each); indexing and iteration give str."""
 
     __slots__ = ("_values",)
 
     def __init__(self, values: pa.Array | pa.ChunkedArray | Iterable[str] = ()):
+        if not isinstance(values, (pa.Array, pa.ChunkedArray)):
+            values = pa.array(list(values), pa.string())
         if isinstance(values, pa.ChunkedArray):
-            values = values.combine_chunks() if values.num_chunks else pa.array([], pa.large_string())
-        if not isinstance(values, pa.Array):
-            values = pa.array(list(values), pa.large_string())
-        self._values = values.cast(pa.large_string()) if values.type != pa.large_string() else values
+            values = combined(values)
+        if not (pa.types.is_string(values.type) or pa.types.is_large_string(values.type)):
+            raise TypeError(f"StringColumn holds strings, not {values.type}")
+        self._values = values
 
     @property
     def arrow(self) -> pa.Array:
@@ -35,7 +37,7 @@ class StringColumn(Sequence[str]):
 
     def __getitem__(self, index):
         if isinstance(index, slice):
-            return StringColumn(pa.array(self.to_list()[index], pa.large_string()))
+            return StringColumn(pa.array(self.to_list()[index], self._values.type))
         k = int(index)
         if k < 0:
             k += len(self._values)
@@ -67,6 +69,16 @@ class StringColumn(Sequence[str]):
     def take(self, positions: np.ndarray | list[int]) -> StringColumn:
         """The values at these positions, in that order."""
         return StringColumn(self._values.take(pa.array(np.asarray(positions, dtype=np.int64))))
+
+
+def combined(values: pa.ChunkedArray) -> pa.Array:
+    """One array of a chunked one (large_string once the text passes 2 GiB, string's offset limit)."""
+    if values.num_chunks == 0:
+        return pa.array([], values.type)
+    try:
+        return values.combine_chunks()
+    except pa.ArrowInvalid:
+        return values.cast(pa.large_string()).combine_chunks()
 
 
 def fixed_bytes(column: pa.Array | pa.ChunkedArray, width: int) -> np.ndarray:

@@ -118,7 +118,7 @@ def ingest(
     chosen = chosen_rows(index, listing, catalog, px_size, settings)
     reused = np.flatnonzero(chosen >= 0)
     todo = np.flatnonzero(chosen < 0)
-    parts = [(reused, index.take(pa.array(chosen[reused])))]
+    parts = [(reused, index.select(COLUMNS).take(pa.array(chosen[reused])))]
     removed = removed_count(index, listing)
     del index, chosen
     if len(todo):
@@ -147,6 +147,7 @@ def _assemble(
     """Decoded from index rows (INDEX_SCHEMA) placed at listing positions, column by column."""
     at = np.concatenate([p for p, _ in parts])
     rows = pa.concat_tables([t.select(COLUMNS) for _, t in parts])
+    del parts[:]
     out = Decoded.empty(len(listing), decoded, reused, removed)
     shards = pc.dictionary_encode(rows.column("shard")).combine_chunks()
     out.shards = shards.dictionary.to_pylist()

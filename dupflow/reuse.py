@@ -25,27 +25,25 @@ log = logging.getLogger("dupflow")
 KEYS = ["url", "size", "stamp"]
 
 
-def _as_large(table: pa.Table) -> pa.Table:
-    """The key columns with large_string text, so index and listing keys join as one type."""
-    types = {f.name: pa.int64() if f.name == "size" else pa.large_string() for f in table.schema}
-    return table.cast(pa.schema(list(types.items())))
-
-
 def candidates(index: pa.Table, listing: Listing) -> tuple[np.ndarray, np.ndarray]:
     """(listing position, index row) of every index row matching a listed file's (url, size, stamp)
     exactly (never without a stamp), ordered by position and, within one, newest row (last written) first."""
     empty = np.zeros(0, np.int64)
     if index.num_rows == 0 or len(listing) == 0:
         return empty, empty
-    keyed = _as_large(index.select(KEYS)).append_column("_row", pa.array(np.arange(index.num_rows)))
-    stamp = keyed.column("stamp")
-    keyed = keyed.filter(pc.fill_null(pc.not_equal(stamp, ""), False))
-    listed = _as_large(listing.keys()).append_column("_position", pa.array(np.arange(len(listing))))
-    joined = keyed.join(listed, keys=KEYS, join_type="inner", use_threads=False)
-    position = joined.column("_position").to_numpy()
-    row = joined.column("_row").to_numpy()
-    order = np.lexsort((-row, position))
-    return position[order], row[order]
+    listed = listing.url.arrow
+    at = pc.index_in(index.column("url").cast(listed.type), value_set=listed)  # null: not listed
+    stamp = index.column("stamp")
+    hit = pc.and_(pc.is_valid(at), pc.fill_null(pc.not_equal(stamp, ""), False))
+    rows = np.flatnonzero(hit.to_numpy(zero_copy_only=False))
+    position = pc.fill_null(at, -1).to_numpy()[rows].astype(np.int64)
+    same = index.column("size").take(pa.array(rows)).to_numpy() == listing.size[position]
+    same &= pc.equal(stamp.take(pa.array(rows)), listing.stamp.arrow.take(pa.array(position))).to_numpy(
+        zero_copy_only=False
+    )
+    position, rows = position[same], rows[same]
+    order = np.lexsort((-rows, position))
+    return position[order], rows[order]
 
 
 def _firsts(position: np.ndarray, alive: np.ndarray) -> np.ndarray:
@@ -64,9 +62,10 @@ def chosen_rows(
     the pixel limit or installing a plugin retries the file), a decoded image only within the pixel limit.
 
     Local shards are read whole and checksummed, unless the catalog marks them verified whole in their
-    present state (see `verified`): then only their url column is read, to check the rows reused. On object stores, where reading would
-    download the whole catalog on every run, one listing checks they exist; pages are checksummed as the
-    search reads them, and a damaged shard is then set aside and its images decoded again (api.search).
+    present state (see `verified`): then only their url column is read, to check the rows reused. On
+    object stores, where reading would download the whole catalog on every run, one listing checks they
+    exist; pages are checksummed as the search reads them, and a damaged shard is then set aside and its
+    images decoded again (see api.search).
     """
     chosen = np.full(len(listing), -1, np.int64)
     position, rows = candidates(index, listing)
@@ -97,25 +96,41 @@ def chosen_rows(
         unknown = firsts[verdict[code[firsts]] < 0]
         if not len(unknown):
             break
-        for k in np.unique(code[unknown]).tolist():
-            name, state = names[k], states.get(names[k])
-            picked = index.select(["row", "url"]).take(pa.array(rows[unknown[code[unknown] == k]]))
-            at, urls = picked.column("row").to_pylist(), picked.column("url").to_pylist()
-            if (
-                state is not None
-                and marks.get(name) == state
-                and verified.rows_match(catalog, name, at, urls)
-            ):
-                verdict[k] = 1  # its bytes were verified whole in this very state: only its urls were read
-                continue
-            verdict[k] = catalog.check_shard(name, at, urls, tensor_values(px_size))
-            if verdict[k] and state is not None:
-                fresh[name] = state  # the state seen before reading: a later write shows as a change
-            elif not verdict[k]:
-                log.warning("catalog shard %s is missing, damaged or foreign: not reused", name)
+        unknown = unknown[np.argsort(code[unknown], kind="stable")]  # grouped by shard
+        picked = index.select(["row", "url"]).take(pa.array(rows[unknown]))
+        group = code[unknown]
+        starts = np.flatnonzero(np.r_[True, group[1:] != group[:-1]]).tolist() + [len(group)]
+        for a, b in zip(starts, starts[1:]):
+            k = int(code[unknown[a]])
+            part = picked.slice(a, b - a)  # as Python objects one shard at a time
+            at, urls = part.column("row").to_pylist(), part.column("url").to_pylist()
+            verdict[k] = _trusted(catalog, names[k], at, urls, px_size, states, marks, fresh)
     chosen[position[firsts]] = rows[firsts]
     verified.remember(catalog, fresh, states)
     return chosen
+
+
+def _trusted(
+    catalog: CatalogRef,
+    name: str,
+    rows: list[int],
+    urls: list[str],
+    px_size: int,
+    states: dict[str, str],
+    marks: dict[str, str],
+    fresh: dict[str, str],
+) -> bool:
+    """Whether a local shard holds these urls at these rows, sound: read whole and checked, or (verified
+    whole before, in this very state) only its url column read. Newly verified shards go into `fresh`."""
+    state = states.get(name)
+    if state is not None and marks.get(name) == state and verified.rows_match(catalog, name, rows, urls):
+        return True
+    if catalog.check_shard(name, rows, urls, tensor_values(px_size)):
+        if state is not None:
+            fresh[name] = state  # the state seen before reading: a later write shows as a change
+        return True
+    log.warning("catalog shard %s is missing, damaged or foreign: not reused", name)
+    return False
 
 
 def removed_count(index: pa.Table, listing: Listing) -> int:

@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from fsspec.implementations.local import LocalFileSystem
 
-from .columns import StringColumn
+from .columns import StringColumn, combined
 
 __all__ = [
     "canonical",
@@ -370,10 +370,10 @@ def _columns(
         batches.append(
             pa.table(
                 {
-                    "path": pa.array(path, pa.large_string()),
-                    "url": pa.array(url, pa.large_string()),
+                    "path": pa.array(path, pa.string()),
+                    "url": pa.array(url, pa.string()),
                     "size": pa.array(size, pa.int64()),
-                    "stamp": pa.array(stamp, pa.large_string()),
+                    "stamp": pa.array(stamp, pa.string()),
                     "mtime": pa.array(mtime, pa.float64()),
                 }
             )
@@ -398,8 +398,11 @@ def _columns(
                 flush()
     flush()
     table = pa.concat_tables(batches)
+    batches.clear()  # the batches are released column by column below
     if table.num_rows > 1:
-        table = table.take(pc.sort_indices(table, [("path", "ascending"), ("url", "ascending")]))
+        order = pc.sort_indices(table, [("path", "ascending"), ("url", "ascending")])
+        for k, name in enumerate(table.column_names):  # column by column: one column copied at a time
+            table = table.set_column(k, name, combined(table.column(name)).take(order))
     return table, sorted(refused)
 
 

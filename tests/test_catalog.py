@@ -330,7 +330,7 @@ def test_compaction_leaves_a_big_base_file_alone(tmp_path, client, catalog):
     folder, ref, rows = _many_index_files(tmp_path, client, catalog, copies=0)
     others = [  # rows of many other files, as a merged index of a big catalog holds
         rows.set_column(0, "url", pa.array([f"/elsewhere/{k}/{u}" for u in rows.column("url").to_pylist()]))
-        for k in range(100)
+        for k in range(300)  # one row group compresses well: 300 copies to outweigh 5 small files
     ]
     base = ref.write_index(pa.concat_tables([rows, *others]))  # as an earlier compaction left it
     for k in range(5):  # then five runs' partitions
@@ -342,7 +342,7 @@ def test_compaction_leaves_a_big_base_file_alone(tmp_path, client, catalog):
     for k in range(400):  # many more small files, now outweighing the base: everything merges
         ref.write_index(rows.slice(k % 33, 1))
     assert ref.compact_index(most=4) and len(ref.index_files()) == 1
-    assert ref.read_index().num_rows == 33 * 101
+    assert ref.read_index().num_rows == 33 * 301
 
 
 TAKE_OVER = textwrap.dedent("""
