@@ -84,6 +84,9 @@ class Row:
     mix: str = "photo"
     status: str = "ok"
     wall_s: float | None = None
+    cpu_s: float | None = (
+        None  # user + system seconds of the process tree (what a busy machine does not inflate)
+    )
     images_per_s: float | None = None
     peak_main_mib: float | None = None
     peak_worker_mib: float | None = None
@@ -108,7 +111,7 @@ def timed(row: Row, cwd: str, limit_s: float, log: str, out: str | None, env: di
     except OSError as exc:
         row.status = f"could not start: {exc}"
         return row
-    row.wall_s, row.rss_samples = round(m.wall_s, 3), m.samples
+    row.wall_s, row.rss_samples, row.cpu_s = round(m.wall_s, 3), m.samples, round(m.cpu_s, 2)
     row.peak_main_mib, row.peak_worker_mib = _mib(m.peak_root_rss), _mib(m.peak_child_rss)
     row.peak_tree_mib = _mib(m.peak_rss)
     if m.timed_out:
@@ -192,10 +195,10 @@ def _f(value, spec: str) -> str:
 def table(rows: list[Row]) -> str:
     """The markdown table of the whole series."""
     head = (
-        "| N | images | run | wall s | images/s | peak RSS main MiB | peak per worker MiB | peak tree MiB | "
+        "| N | images | run | wall s | CPU s | images/s | peak RSS main MiB | peak per worker MiB | peak tree MiB | "
         "decoded | reused | list s | decode s | compare s | edges | search on | "
         "wall growth (N² growth, exponent) | compare growth (exponent) | status |\n"
-        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | "
+        "| ---: | --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | --- | "
         "--- | --- | --- |"
     )
     lines = [head]
@@ -223,7 +226,7 @@ def table(rows: list[Row]) -> str:
             else "full mix"
         )
         lines.append(
-            f"| {r.n} | {images} | {r.run} | {_f(r.wall_s, '.2f')} | "
+            f"| {r.n} | {images} | {r.run} | {_f(r.wall_s, '.2f')} | {_f(r.cpu_s, '.1f')} | "
             f"{_f(r.images_per_s, '.0f')} | {_f(r.peak_main_mib, '.0f')} | {_f(r.peak_worker_mib, '.0f')} | "
             f"{_f(r.peak_tree_mib, '.0f')} | {_f(build.get('decoded'), 'd')} | {_f(build.get('reused'), 'd')} | "
             f"{_f(build.get('seconds', {}).get('list'), '.2f')} | "
