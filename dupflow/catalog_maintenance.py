@@ -19,6 +19,7 @@ from datetime import datetime
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from . import verified
 from .catalog import CatalogRef, default_root
 from .sources import current_state, filesystem, is_remote, redact
 
@@ -128,6 +129,8 @@ def info(root: str | None = None, storage_options: dict | None = None) -> dict:
 def verify(root: str | None = None, storage_options: dict | None = None, set_aside: bool = False) -> dict:
     """Read every shard whole and check it: page checksums, its schema, and the files its index rows name.
 
+    Sound local shards are marked verified (`dupflow.verified`): builds then need not read them whole.
+
     Parameters
     ----------
     root, storage_options
@@ -159,6 +162,7 @@ def verify(root: str | None = None, storage_options: dict | None = None, set_asi
                 rows_of[shard][1].append(url)
         present = [n for n in _listing(ref, "shards") if not n.startswith(".")]
         report["missing"] += [f"{space}/{s}" for s in sorted(set(rows_of) - set(present))]
+        states, sound = verified.shard_states(ref), {}  # states before reading: a later write shows
         for shard in sorted(present):
             report["shards"] += 1
             rows, urls = rows_of.get(shard, ([], []))
@@ -169,12 +173,15 @@ def verify(root: str | None = None, storage_options: dict | None = None, set_asi
                 continue
             if proof is None:
                 report["sound"] += 1
+                if shard in states:
+                    sound[shard] = states[shard]
                 continue
             report["damaged"][f"{space}/{shard}"] = proof
             if set_aside:
                 fs, base = ref.fs()
                 fs.rm_file(f"{base}/shards/{shard}")
                 report["set_aside"].append(f"{space}/{shard}")
+        verified.remember(ref, sound, states)  # builds need not read these shards whole again
     return report
 
 

@@ -252,3 +252,24 @@ def test_marks_are_merged_and_stale_ones_dropped(tmp_path):
     assert len(files) == 1
     marks = verified.read_marks(ref)
     assert marks == {name: state for k, (name, state) in enumerate(states.items()) if k}
+
+
+def test_catalog_verify_marks_the_sound_shards(tmp_path, client, catalog):
+    """`dupflow catalog verify` reads every shard whole: the sound ones are marked, so the next build
+    does not read them again; a build right after decoding has marked nothing (workers wrote them)."""
+    from dupflow import catalog_maintenance
+
+    folder = tmp_path / "imgs"
+    for k in range(40):
+        save(photo(k, 64, 48), folder / f"p_{k:02d}.png")
+    first = _build(folder, catalog, client, px_size=200)
+    ref = CatalogRef(first.stats["dupflow"]["build"]["catalog"], {})
+    assert verified.read_marks(ref) == {}
+    report = catalog_maintenance.verify(catalog)
+    shards = _shards(first)
+    assert report["sound"] == len(shards) and set(verified.read_marks(ref)) == {
+        os.path.basename(s) for s in shards
+    }
+    before = _read_bytes()
+    assert _figures(_build(folder, catalog, client, px_size=200)) == (0, 40)
+    assert _read_bytes() - before < sum(os.path.getsize(s) for s in shards) / 4
