@@ -1,14 +1,16 @@
-"""Which local shards a build need not read again: marks of shards already verified whole, by file state.
+"""Which local shards a build need not read whole again: marks of shards already verified, by file state.
 
 A build reads every local shard it reuses whole and checks its page checksums and its rows (see
-`CatalogRef.verify_shard`). Once a shard passed, its state is remembered in the catalog namespace
-(`<namespace>/verified/<time>-<uuid>.parquet`: shard name and state). The state is the shard file's size,
-mtime_ns, ctime_ns and inode: any write to the file changes its ctime, which no one can set back, so bytes
-changed after verification (even with size and mtime restored, or the file replaced by another) give
-another state and the shard is read and checked again. The marks are a cache: losing one costs a read,
-never trust; a shard is still set aside only on proof of damage.
+`CatalogRef.verify_shard`); so does `dupflow catalog verify`. Once a shard passed, its state is remembered
+in the catalog namespace (`<namespace>/verified/<time>-<uuid>.parquet`: shard name and state). The state
+is the shard file's size, mtime_ns, ctime_ns and inode: any write to the file changes its ctime, which no
+one can set back, so bytes changed after verification (even with size and mtime restored, or the file
+replaced by another) give another state and the shard is read and checked whole again. A marked shard
+in its marked state has only its url column read (checksummed), to check the rows a build reuses.
 
-Only local catalogs have marks: on object stores shards are checked as the search reads them.
+The marks are a cache: losing one costs a read, never trust, and a shard is still set aside only on proof
+of damage. Only local catalogs have marks (on object stores shards are checked as the search reads them);
+shards a build has just written are verified by the next build that reuses them.
 """
 
 from __future__ import annotations
