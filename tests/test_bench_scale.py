@@ -17,6 +17,7 @@ import generate
 import numpy as np
 import pytest
 import scaling
+from test_actions import tree
 
 from dupflow.decode import decode_image
 
@@ -32,16 +33,6 @@ def thumbs(tmp_path_factory):
     return out
 
 
-def _files(root: str) -> dict[str, bytes]:
-    found = {}
-    for folder, _, names in os.walk(root):
-        for name in names:
-            path = os.path.join(folder, name)
-            with open(path, "rb") as handle:
-                found[os.path.relpath(path, root)] = handle.read()
-    return found
-
-
 def _tensor(root: str, rel: str) -> np.ndarray:
     with open(os.path.join(root, rel), "rb") as handle:
         return decode_image(handle.read(), 50, "exact")[0].astype(np.float64)
@@ -54,7 +45,7 @@ def _mse(a: np.ndarray, b: np.ndarray) -> float:
 def test_thumb_set_is_deterministic_and_as_planned(thumbs, tmp_path):
     again = str(tmp_path / "again")
     generate.generate(again, 400, seed=3, processes=1, mix="thumb")
-    first, second = _files(thumbs), _files(again)
+    first, second = tree(thumbs), tree(again)
     assert first == second  # byte for byte, 2 processes vs 1
     images = [rel for rel in first if not rel.endswith(".json")]
     assert len(images) == 400
