@@ -17,9 +17,15 @@ catalog-built runs do not depend on original size, since the search reads 50x50 
 2. warm duplicates: the same command again on the filled catalog (nothing to decode).
 3. warm similar: ``... -s similar -dim false`` (MSE <= 5, rotations on, any dimensions).
 
+``--runs`` picks other run kinds per N (``cold build``: ``dupflow.build`` alone into an emptied catalog, its
+stats kept for the list and decode seconds); ``--mix thumb`` uses generate.py's thumbnail sets (the
+1,000,000-image series), ``--catalogs`` one catalog folder per N, ``--pythonpath`` a commit's extracted
+``dupflow/`` (``git archive COMMIT dupflow | tar -x -C DIR``) while the working tree is mid-edit.
+
 Figures per run:
 
-* wall s: subprocess start to exit (start-up, cluster, search, reports); images/s = N / wall s.
+* wall s: subprocess start to exit (start-up, cluster, search, reports); images/s = N / wall s; CPU s: user +
+  system seconds of the process tree (a loaded machine stretches wall time, not CPU time).
 * peak RSS MiB: "main" is the dupflow process itself; "per worker" the largest RSS any single descendant
   reached (the Dask worker processes and their nannies); "tree" run.py's sum over the whole process tree (an
   upper bound: shared pages count once per process). Polled every 50 ms.
@@ -28,7 +34,8 @@ Figures per run:
   whole section goes to the JSON).
 * growth: between consecutive N of the list, for the same run kind, wall(N) / wall(N_prev) next to
   (N / N_prev)^2 - what a brute-force all-pairs search would grow by - and the fitted exponent
-  log(time ratio) / log(N ratio) (2 = brute force, 1 = linear); the same for compare seconds.
+  log(time ratio) / log(N ratio) (2 = brute force, 1 = linear); the same for compare seconds. Below the
+  table, per run kind, the least-squares exponent over every N (``exponents`` in the JSON).
 
 Output: one markdown table (stdout; progress on stderr) and the raw figures in WORK/scaling_<timestamp>.json
 (``--json``). Logs: WORK/logs/<key>_<run>.log; reports: WORK/out/<key>_<run>/.
