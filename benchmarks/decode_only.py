@@ -1,6 +1,6 @@
 """Decode-only series: plain Pillow decode+resize with a process pool vs dupflow's build, images/s side by side.
 
-    python benchmarks/decode_only.py -n 2000 10000 [--decode exact|fast] [--processes 2]
+    python benchmarks/decode_only.py -n 2000 10000 [--decode exact|fast] [--processes 2] [--mix photo|real]
 
 Over the same generated files (generate.py's cache, as in run.py):
 
@@ -9,6 +9,9 @@ Over the same generated files (generate.py's cache, as in run.py):
   Timed from creating the pool to having every array back (pool start-up included).
 * pillow+draft (only with ``--decode fast``): the same, with ``Image.draft("RGB", (2px, 2px))`` first, which lets
   libjpeg decode at a reduced DCT scale - the idea behind dupflow's ``--decode fast``.
+* decode_image on P threads / P processes: dupflow's own per-file decoder (libdeflate PNG path, fast mode's
+  draft and reduction) mapped over every file by a thread pool and by a process pool of the same size, which
+  shows whether decoding is held back by the GIL (dupflow's local cluster runs threads on small machines).
 * dupflow build: ``dupflow.build(DIR, catalog=<fresh folder>, decode=..., processes=P)`` in this process -
   listing, starting its Dask workers, decoding and writing the Parquet catalog. "decode s" is the build's own
   ``stats["dupflow"]["build"]["seconds"]["decode"]`` (the same minus listing), for reference.
@@ -26,6 +29,7 @@ import shutil
 import sys
 import tempfile
 import time
+from concurrent.futures import ThreadPoolExecutor
 from multiprocessing import Pool
 
 import numpy as np
@@ -76,6 +80,30 @@ def time_pillow(paths: list[str], px: int, processes: int, draft: bool) -> float
     return seconds
 
 
+def dupflow_thumb(job: tuple[str, int, str]) -> np.ndarray:
+    """dupflow's decoder for one file (read, decode, thumbnail)."""
+    from dupflow.decode import decode_image
+
+    path, px, decode = job
+    with open(path, "rb") as handle:
+        return decode_image(handle.read(), px, decode)[0]
+
+
+def time_decode_image(paths: list[str], px: int, processes: int, decode: str, threads: bool) -> float:
+    """Seconds for `processes` threads (or processes) to run dupflow's decode_image over every path."""
+    jobs = [(p, px, decode) for p in paths]
+    t0 = time.perf_counter()
+    if threads:
+        with ThreadPoolExecutor(processes) as pool:
+            arrays = list(pool.map(dupflow_thumb, jobs))
+    else:
+        with Pool(processes) as pool:
+            arrays = pool.map(dupflow_thumb, jobs, chunksize=16)
+    seconds = time.perf_counter() - t0
+    assert len(arrays) == len(paths)
+    return seconds
+
+
 def time_dupflow(folder: str, px: int, processes: int, decode: str) -> tuple[float, float | None, int]:
     """(build seconds, dupflow's own decode seconds, images decoded) for a build into a fresh catalog."""
     import dupflow
@@ -103,6 +131,12 @@ def series(folder: str, px: int, processes: int, decode: str) -> list[dict]:
     if decode == "fast":
         rows.append(
             {"decoder": "pillow+draft", "seconds": time_pillow(paths, px, processes, True), "decode_s": None}
+        )
+    for threads in (True, False):
+        pool = f"{processes} threads" if threads else f"{processes} processes"
+        seconds = time_decode_image(paths, px, processes, decode, threads)
+        rows.append(
+            {"decoder": f"dupflow decode_image ({decode}), {pool}", "seconds": seconds, "decode_s": None}
         )
     seconds, decode_s, decoded = time_dupflow(folder, px, processes, decode)
     if decoded != n:
@@ -142,10 +176,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--px", type=int, default=50)
     ap.add_argument("--cache", default="/tmp/dupflow-bench")
     ap.add_argument("--json", default=None, help="also write the rows here")
+    ap.add_argument(
+        "--mix", choices=("photo", "real"), default="photo", help="dataset mix (generate.py --mix)"
+    )
     args = ap.parse_args(argv)
     rows: list[dict] = []
     for n in args.n:
-        folder = generate.cached_dataset(args.cache, n, args.seed)
+        folder = generate.cached_dataset(args.cache, n, args.seed, mix=args.mix)
         rows += series(folder, args.px, args.processes, args.decode)
     print(table(rows))
     if args.json:
