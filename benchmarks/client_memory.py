@@ -157,7 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cache", default="/tmp/dupflow-bench")
     parser.add_argument("--tracemalloc", action="store_true")
     parser.add_argument("--pythonpath", help="run another checkout's dupflow (a before figure)")
-    parser.add_argument("--repeat", type=int, default=1, help="builds per point (the catalog is warm after one)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="builds per point (the catalog is warm after one)"
+    )
     args = parser.parse_args(argv)
     runs = []
     for n in args.sizes:
