@@ -11,12 +11,14 @@ from __future__ import annotations
 import io
 import struct
 import zlib
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import pytest
 from imagegen import photo
 from PIL import Image, ImageDraw
 
+from dupflow import decode as decode_module
 from dupflow import png
 from dupflow.decode import decode_image
 
@@ -183,24 +185,23 @@ def test_variants_are_what_they_claim():
     assert len(_idats(VARIANTS["rgb8"])) == 3
 
 
-def _idats(data: bytes) -> list[bytes]:
+def _chunks(data: bytes) -> list[tuple[bytes, bytes]]:
+    """A PNG's chunks as (type, body)."""
     found, pos = [], 8
     while pos < len(data):
         length, kind = struct.unpack_from(">I4s", data, pos)
-        if kind == b"IDAT":
-            found.append(data[pos + 8 : pos + 8 + length])
+        found.append((kind, data[pos + 8 : pos + 8 + length]))
         pos += 12 + length
     return found
 
 
+def _idats(data: bytes) -> list[bytes]:
+    return [body for kind, body in _chunks(data) if kind == b"IDAT"]
+
+
 def _with_chunks(data: bytes, edit) -> bytes:
-    """The PNG with its chunk list (kind, body) rewritten by `edit`, CRCs recomputed."""
-    chunks, pos = [], 8
-    while pos < len(data):
-        length, kind = struct.unpack_from(">I4s", data, pos)
-        chunks.append((kind, data[pos + 8 : pos + 8 + length]))
-        pos += 12 + length
-    return data[:8] + b"".join(_chunk(k, b) for k, b in edit(chunks))
+    """The PNG with its chunk list (type, body) rewritten by `edit`, CRCs recomputed."""
+    return data[:8] + b"".join(_chunk(k, b) for k, b in edit(_chunks(data)))
 
 
 def _animated() -> bytes:
@@ -251,6 +252,30 @@ def test_anything_not_proven_falls_back_to_pillow(name):
         with pytest.raises(type(pillow_error.value)) as ours:
             decode_image(data, 50, "exact")
         assert str(ours.value) == str(pillow_error.value)
+
+
+def test_decode_image_takes_the_libdeflate_path(monkeypatch):
+    """decode_image hands PNGs (and only PNGs) to png.decode_png, which takes them: watched, not replaced."""
+    calls = []
+
+    def watched(data):
+        calls.append(png.decode_png(data))
+        return calls[-1]
+
+    monkeypatch.setattr(decode_module, "decode_png", watched)
+    for mode in ("exact", "fast"):
+        decode_image(VARIANTS["rgba8_adam7"], 50, mode)
+        decode_image(_jpeg(1, 64, 48), 50, mode)
+    assert len(calls) == 2 and all(image is not None for image in calls)
+
+
+def test_png_path_on_concurrent_threads():
+    """Two threads decoding at once (libdeflate releases the GIL) give each file's own thumbnail."""
+    names = sorted(VARIANTS) * 3
+    with ThreadPoolExecutor(2) as pool:
+        got = list(pool.map(lambda name: decode_image(VARIANTS[name], 50, "exact")[0], names))
+    for name, tensor in zip(names, got):
+        assert np.array_equal(tensor, _recipe(VARIANTS[name], 50)), name
 
 
 def test_without_libdeflate_pillow_decodes(monkeypatch):
