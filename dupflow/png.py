@@ -1,12 +1,13 @@
-"""PNG decoding with libdeflate's inflate: Pillow's own image, about twice as fast on large PNGs.
+"""PNG decoding with libdeflate's inflate: Pillow's own image, PNG loads 1.5-2x faster.
 
 Pillow's PNG decoder inflates through the process's zlib, which is often the system's stock zlib (Pillow's
-Linux wheels load the system libz): measured here, inflating is most of a large PNG's decode. This module
-inflates the IDAT stream once with libdeflate (the `deflate` package, which releases the GIL) and hands
-Pillow a copy of the file whose only change is that the IDAT holds the same filtered scanlines in stored
-(uncompressed) deflate blocks, which Pillow's decoder copies instead of inflating. Pillow still reads every
-header chunk, unfilters, de-interlaces and unpacks, so modes, palettes, transparency and 16-bit samples
-are its own and the pixels are bit-identical for every variant (tests/test_decode_formats.py proves it).
+manylinux wheel loads the system libz): measured here, inflating is most of a large PNG's decode. This
+module inflates the IDAT stream once with libdeflate (the `deflate` package, which releases the GIL) and
+has Pillow decode the file with one change: its IDAT holds the same filtered scanlines in stored
+(uncompressed) deflate blocks, read in place from the inflated buffer, which Pillow's decoder copies instead
+of inflating. Pillow still reads every header chunk, unfilters, de-interlaces and unpacks, so modes,
+palettes, transparency and 16-bit samples are its own and the pixels are bit-identical for every variant
+(tests/test_decode_formats.py proves it). Chunks after the image data (late text) are not read.
 
 Anything this path does not take on (not a well-formed PNG, animation, IDAT chunks out of order, a stream
 that does not inflate to exactly the expected size) returns None and the caller decodes with Pillow as
@@ -26,6 +27,7 @@ __all__ = ["available", "decode_png"]
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STORED_BLOCK = 65535  # the most one stored deflate block holds
+MOST_INFLATION = 1032  # deflate never expands a stream more than this: a header claiming more is not real
 CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}  # colour type -> samples per pixel
 ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
 
@@ -41,8 +43,8 @@ def available() -> bool:
 
 
 def decode_png(data: bytes) -> Image.Image | None:
-    """The loaded image Pillow gives for the PNG `data` (same mode, size, info and pixels), or None when
-    this path does not take the file (the caller then decodes it with Pillow)."""
+    """The loaded image Pillow gives for the PNG `data` (same mode, size, palette, transparency and pixels),
+    or None when this path does not take the file (the caller then decodes it with Pillow)."""
     if deflate is None:
         return None
     parsed = _parse(data)
@@ -50,9 +52,11 @@ def decode_png(data: bytes) -> Image.Image | None:
         return None
     header, (width, height, bits, interlace), idat = parsed
     expected = _filtered_size(width, height, bits, interlace)
+    if expected > MOST_INFLATION * len(idat) + 1024:
+        return None  # truncated or forged: no buffer that size for a stream that cannot fill it
     try:
         raw = deflate.zlib_decompress(idat, expected)
-    except deflate.DeflateError:  # damaged, or longer than the image needs: Pillow decides what it is
+    except (deflate.DeflateError, MemoryError):  # damaged or longer than needed: Pillow decides what it is
         return None
     if len(raw) != expected:
         return None

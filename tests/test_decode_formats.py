@@ -235,6 +235,10 @@ def _fallbacks() -> dict[str, tuple[bytes, bool]]:
         "truncated": (rgb[: len(rgb) // 2], False),
         "corrupt_stream": (_replace_stream(rgb, stream[:100] + bytes(200) + stream[300:]), False),
         "unknown_filter": (_replace_stream(rgb, zlib.compress(b"\x07" + raw[1:])), False),
+        "forged_size": (  # a header claiming far more pixels than its stream can hold
+            _with_chunks(rgb, lambda cs: [(b"IHDR", struct.pack(">II", 6000, 6000) + cs[0][1][8:]), *cs[1:]]),
+            False,
+        ),
     }
 
 
