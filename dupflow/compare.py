@@ -15,11 +15,11 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-from dask import delayed
 
 from . import kernels
 from .catalog import CatalogRef
 from .cluster import Engine
+from .gather import Tensors, graph, tensor_parts
 from .ingest import Decoded
 from .similar import band_size, similar_edges
 
@@ -128,29 +128,40 @@ def _split_equal(
     return classes
 
 
-def _verify(
-    catalog: CatalogRef, rows: Rows, sizes: list[tuple[int, int]], px: int, rotate: bool
+def _equal_classes(
+    fetch: Callable[[np.ndarray], np.ndarray],
+    members: np.ndarray,
+    sizes: list[tuple[int, int]],
+    px: int,
+    rotate: bool,
+    step: int,
 ) -> list[list[int]]:
-    """Check hash classes (size, members among them, members first) tensor by tensor; returns the
-    classes of really equal images holding a member (positions, a member first). A batch that fits in
-    memory is read at once; a class too large for that (one batch alone) is read in slices."""
-    fits = kernels.images_per_task(px, VERIFY_COPIES, VERIFY_IMAGES)
-    if len(rows.members) <= fits:
-        tensors = _load(catalog, rows)
-        step = VERIFY_SLICE
-    else:
-        step = max(1, fits // 2)
+    """Check hash classes (size, members among them, members first; `fetch` gives the tensors of some
+    of `members`' places) tensor by tensor; the classes of really equal images holding a member
+    (positions, a member first)."""
     out, start = [], 0
     for size, n_members in sizes:
-        if len(rows.members) <= fits:
-            fetch = lambda picks, base=start: tensors[base + picks]  # noqa: E731
-        else:
-            fetch = lambda picks, base=start: _load(catalog, rows.subset(base + picks))  # noqa: E731
-        for part in _split_equal(fetch, size, px, rotate, step):
+        for part in _split_equal(lambda picks, base=start: fetch(base + picks), size, px, rotate, step):
             if len(part) > 1 and part[0] < n_members:
-                out.append([int(rows.members[start + k]) for k in part])
+                out.append([int(members[start + k]) for k in part])
         start += size
     return out
+
+
+def _verify(parts: list, members: np.ndarray, sizes: list[tuple[int, int]], px: int, rotate: bool) -> list:
+    """Hash classes that fit one task, their tensors handed over by gather's fetch tasks."""
+    got = Tensors(parts)
+    at = got.rows(members)
+    return _equal_classes(lambda picks: got.tensors[at[picks]], members, sizes, px, rotate, VERIFY_SLICE)
+
+
+def _verify_slices(
+    catalog: CatalogRef, rows: Rows, sizes: list[tuple[int, int]], px: int, rotate: bool
+) -> list:
+    """One hash class too large for a task's bytes, read from the catalog slice by slice."""
+    step = max(1, kernels.images_per_task(px, VERIFY_COPIES, VERIFY_IMAGES) // 2)
+    fetch = lambda picks: _load(catalog, rows.subset(picks))  # noqa: E731
+    return _equal_classes(fetch, rows.members, sizes, px, rotate, step)
 
 
 def _hash_classes(decoded: Decoded, scope: Scope, spec: MatchSpec) -> list[list[int]]:
@@ -158,6 +169,8 @@ def _hash_classes(decoded: Decoded, scope: Scope, spec: MatchSpec) -> list[list[
     classes holding a member and another image are kept, members first (so a class's first image is a
     member when it has one)."""
     positions = np.concatenate([scope.members, scope.reference])
+    if not len(positions):
+        return []
     hashes = (decoded.hash_turned if spec.rotate else decoded.hash)[positions]
     key = [np.frombuffer(hashes.astype("S16").tobytes(), dtype=np.uint64).reshape(-1, 2)]
     if spec.same_dim:
@@ -177,26 +190,29 @@ def _duplicate_tasks(
     catalog: CatalogRef, decoded: Decoded, scope: Scope, spec: MatchSpec, key: str
 ) -> tuple[list, int]:
     """Tasks checking each hash class tensor by tensor, and how many images they read."""
-    tasks, batch, sizes, images = [], [], [], 0
-
-    def flush() -> None:
-        task = delayed(_verify, pure=True)(
-            catalog, _rows(decoded, batch), sizes, spec.px, spec.rotate, dask_key_name=(key, len(tasks))
-        )
-        tasks.append(task)
-
+    fits = kernels.images_per_task(spec.px, VERIFY_COPIES, VERIFY_IMAGES)
+    batches, batch, sizes = [], [], []
     is_member = np.zeros(len(decoded.row), dtype=bool)
     is_member[scope.members] = True
     for cls in _hash_classes(decoded, scope, spec):
         batch.extend(cls)
         sizes.append((len(cls), int(is_member[cls].sum())))
-        images += len(cls)
-        if len(batch) >= kernels.images_per_task(spec.px, VERIFY_COPIES, VERIFY_IMAGES):
-            flush()
+        if len(batch) >= fits:
+            batches.append((np.array(batch, dtype=np.int64), sizes))
             batch, sizes = [], []
     if batch:
-        flush()
-    return tasks, images
+        batches.append((np.array(batch, dtype=np.int64), sizes))
+    dsk: dict = {}
+    small = [t for t, (b, _) in enumerate(batches) if len(b) <= fits]
+    parts = tensor_parts(dsk, catalog, decoded, [np.unique(batches[t][0]) for t in small], spec.px, key)
+    for t, part in zip(small, parts):
+        members, sizes = batches[t]
+        dsk[(key, t)] = (_verify, part, members, sizes, spec.px, spec.rotate)
+    for t, (members, sizes) in enumerate(batches):
+        if len(members) > fits:
+            dsk[(key, t)] = (_verify_slices, catalog, _rows(decoded, members), sizes, spec.px, spec.rotate)
+    tasks = graph(dsk, [(key, t) for t in range(len(batches))], key) if batches else []
+    return tasks, sum(len(b) for b, _ in batches)
 
 
 def _class_edges(results: list[list[list[int]]]) -> Edges:

@@ -9,22 +9,20 @@ Two passes over the cluster, each reading every shard once, sequentially:
 2. Exact sums. The surviving pairs are cut into tasks of bounded bytes; fetch tasks (a few shards each)
    read only the tensors those tasks need and hand each its part; each task computes S exactly for the
    turns still in doubt.
-Both passes are one hand-built graph each (see _graph), so planning a million images takes seconds.
+Both passes are one hand-built graph each (see gather.graph), so planning a million images takes seconds.
 """
 
 from __future__ import annotations
 
-import operator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import numpy as np
-from dask.delayed import Delayed
-from dask.highlevelgraph import HighLevelGraph
 
 from . import kernels
 from .catalog import GRID_DTYPE, CatalogRef
 from .cluster import Engine
+from .gather import Tensors, by_shard, graph, tensor_parts
 
 if TYPE_CHECKING:
     from .compare import MatchSpec, Scope
@@ -97,13 +95,6 @@ def plan(
     return Plan(bands, pairs)
 
 
-def _by_shard(shard: np.ndarray) -> list[tuple[int, np.ndarray]]:
-    """Each shard index with the places that hold it (one sort, not one scan per shard)."""
-    order = np.argsort(shard, kind="stable")
-    starts = np.flatnonzero(np.r_[True, shard[order][1:] != shard[order][:-1]]) if len(shard) else []
-    return [(int(shard[order[a]]), order[a:b]) for a, b in zip(starts, [*starts[1:], len(order)])]
-
-
 def _shard_regions(
     catalog: CatalogRef, shard: str, rows: np.ndarray, positions: np.ndarray, band: np.ndarray
 ) -> dict[int, tuple[np.ndarray, np.ndarray]]:
@@ -145,20 +136,13 @@ def _band_pair(
     return bx.positions[i[keep]].astype(np.int64), by.positions[j[keep]].astype(np.int64), alive[keep]
 
 
-def _graph(dsk: dict, keys: list, layer: str) -> list[Delayed]:
-    """Delayed objects over one hand-built graph: dask.delayed's per-call graph merging cost about 1 ms per
-    task, and the plan at 1,000,000 images has tens of thousands of tasks."""
-    graph = HighLevelGraph.from_collections(layer, dsk)
-    return [Delayed(k, graph, layer=layer) for k in keys]
-
-
 def bound_tasks(catalog: CatalogRef, decoded: Decoded, the_plan: Plan, spec: MatchSpec, key: str) -> list:
     """Pass 1: one task per band pair, fed by one task per shard (its rows' region sums)."""
     positions = np.concatenate([b.positions for b in the_plan.bands])
     band = np.concatenate([np.full(len(b.positions), x, np.int32) for x, b in enumerate(the_plan.bands)])
     dsk: dict = {}
     spans: list[list] = [[] for _ in the_plan.bands]
-    for k, places in _by_shard(decoded.shard[positions]):
+    for k, places in by_shard(decoded.shard[positions]):
         name = (f"{key}-shard", k)
         here = positions[places]
         rows = decoded.row[here].astype(np.int32)
@@ -178,7 +162,7 @@ def bound_tasks(catalog: CatalogRef, decoded: Decoded, the_plan: Plan, spec: Mat
             spec,
             x == y,
         )
-    return _graph(dsk, [(key, x, y) for x, y in the_plan.pairs], key)
+    return graph(dsk, [(key, x, y) for x, y in the_plan.pairs], key)
 
 
 def _chunks(i: np.ndarray, j: np.ndarray, most_images: int) -> list[slice]:
@@ -195,38 +179,22 @@ def _chunks(i: np.ndarray, j: np.ndarray, most_images: int) -> list[slice]:
     return out
 
 
-def _fetch_tensors(catalog: CatalogRef, reads: list[tuple], task: np.ndarray) -> dict[int, tuple]:
-    """Read some shards' tensors for these rows (each row once); each exact task's positions and tensors.
-    reads: (shard, rows, positions) per shard; task: the exact task of each (shard, row) in that order."""
-    positions = np.concatenate([p for _, _, p in reads])
-    parts = []
-    for shard, rows, _ in reads:
-        unique, inverse = np.unique(rows, return_inverse=True)
-        parts.append(catalog.read_rows(shard, unique, "tensor")[inverse])
-    tensors = np.concatenate(parts)
-    return {int(t): (positions[task == t], tensors[task == t]) for t in np.unique(task)}
-
-
-def _exact(pieces: list, i: np.ndarray, j: np.ndarray, alive: np.ndarray, spec: MatchSpec) -> Edges:
+def _exact(parts: list, i: np.ndarray, j: np.ndarray, alive: np.ndarray, spec: MatchSpec) -> Edges:
     """Exact S for candidate pairs over their live turns; the pairs within the limit."""
-    got = np.concatenate([p for p, _ in pieces])
-    tensors = np.concatenate([t for _, t in pieces])
-    order = np.argsort(got)
-    got, tensors = got[order], tensors[order]
-    li, lj = np.searchsorted(got, i), np.searchsorted(got, j)
-    if 4 * len(li) <= len(got) ** 2:
-        a, b, sums = kernels.exact_matches(tensors, tensors, spec.px, spec.limit, li, lj, alive)
-        return got[a], got[b], sums
+    got = Tensors(parts)
+    li, lj = got.rows(i), got.rows(j)
+    if 4 * len(li) <= len(got.positions) ** 2:
+        a, b, sums = kernels.exact_matches(got.tensors, got.tensors, spec.px, spec.limit, li, lj, alive)
+        return got.positions[a], got.positions[b], sums
     # most pairs in doubt (a high threshold): one matrix product per turn beats pair by pair; a turn the
     # bound ruled out has S above the limit, so the least S over all turns decides the same
-    sums = kernels.pair_sums(tensors, tensors, spec.px, alive.shape[1] > 1)[li, lj]
+    sums = kernels.pair_sums(got.tensors, got.tensors, spec.px, alive.shape[1] > 1)[li, lj]
     hit = sums <= spec.limit
     return i[hit], j[hit], sums[hit]
 
 
 def exact_tasks(catalog: CatalogRef, decoded: Decoded, found: list, spec: MatchSpec, key: str) -> list:
-    """Pass 2: the band pairs' candidates cut into exact tasks, fed by fetch tasks that each read some
-    shards once (as many as keep its tensors within a task's bytes) and hand each exact task its part."""
+    """Pass 2: the band pairs' candidates cut into exact tasks, fed their tensors by gather's fetch tasks."""
     found = [f for f in found if len(f[0])]
     if not found:
         return []
@@ -235,32 +203,11 @@ def exact_tasks(catalog: CatalogRef, decoded: Decoded, found: list, spec: MatchS
     alive = np.concatenate([f[2] for f in found])
     chunks = _chunks(i, j, kernels.images_per_task(spec.px, EXACT_COPIES, 8192))
     needed = [np.unique(np.concatenate([i[c], j[c]])) for c in chunks]
-    positions = np.concatenate(needed)
-    task = np.concatenate([np.full(len(n), t) for t, n in enumerate(needed)])
-    per_fetch = kernels.images_per_task(spec.px, 3, 1 << 16)
     dsk: dict = {}
-    pieces: list[list] = [[] for _ in chunks]
-    group: list = []
-
-    def flush() -> None:
-        name = (f"{key}-fetch", len(dsk))
-        places = np.concatenate([p for _, p in group])
-        reads = [(decoded.shards[k], decoded.row[positions[p]], positions[p]) for k, p in group]
-        dsk[name] = (_fetch_tensors, catalog, reads, task[places])
-        for t in np.unique(task[places]).tolist():
-            part = (f"{key}-part", name[1], t)
-            dsk[part] = (operator.getitem, name, t)
-            pieces[t].append(part)
-
-    for k, places in _by_shard(decoded.shard[positions]):
-        if group and sum(len(p) for _, p in group) + len(places) > per_fetch:
-            flush()
-            group = []
-        group.append((k, places))
-    flush()
+    parts = tensor_parts(dsk, catalog, decoded, needed, spec.px, key)
     for t, c in enumerate(chunks):
-        dsk[(key, t)] = (_exact, pieces[t], i[c], j[c], alive[c], spec)
-    return _graph(dsk, [(key, t) for t in range(len(chunks))], key)
+        dsk[(key, t)] = (_exact, parts[t], i[c], j[c], alive[c], spec)
+    return graph(dsk, [(key, t) for t in range(len(chunks))], key)
 
 
 def similar_edges(
