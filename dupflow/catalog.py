@@ -244,7 +244,7 @@ class CatalogRef:
         for name in names:
             try:
                 with fs.open(name, "rb") as handle:
-                    tables.append(_conform(pq.read_table(handle)))
+                    tables.append(_conform(pq.read_table(handle, use_threads=False)))  # less RSS, no slower
             except FileNotFoundError:
                 gone.append(name)
                 continue

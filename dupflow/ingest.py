@@ -31,7 +31,6 @@ __all__ = ["Decoded", "ingest", "SHARD_FILES", "HASH_DTYPE"]
 
 SHARD_FILES = 1024  # files per decode partition (one shard each)
 HASH_DTYPE = np.dtype("S16")  # a blake2b digest of 16 bytes
-COLUMNS = ["shard", "row", "width", "height", "hash", "hash_turned", "sum_r", "sum_g", "sum_b", "error"]
 
 
 @dataclass
@@ -118,8 +117,9 @@ def ingest(
     chosen = chosen_rows(index, listing, catalog, px_size, settings)
     reused = np.flatnonzero(chosen >= 0)
     todo = np.flatnonzero(chosen < 0)
-    parts = [(reused, index.select(COLUMNS).take(pa.array(chosen[reused])))]
     removed = removed_count(index, listing)
+    out = Decoded.empty(len(listing), len(todo), len(reused), removed)
+    _place(out, reused, index, chosen[reused], listing)
     del index, chosen
     if len(todo):
         cluster = engine(len(todo))
@@ -136,32 +136,38 @@ def ingest(
             for part in cluster.run(bag.to_delayed(), "dupflow decoding", show_progress, len(todo))
             for t in part
         ]
-        parts.append((todo, pa.concat_tables(tables)))  # in todo order: partitions keep their files' order
+        fresh = pa.concat_tables(tables)  # in todo order: partitions keep their files' order
+        _place(out, todo, fresh, np.arange(len(todo)), listing)
         catalog.compact_index()  # each partition committed its own index file
-    return _assemble(listing, parts, len(todo), len(reused), removed)
+    return out
 
 
-def _assemble(
-    listing: Listing, parts: list[tuple[np.ndarray, pa.Table]], decoded: int, reused: int, removed: int
-) -> Decoded:
-    """Decoded from index rows (INDEX_SCHEMA) placed at listing positions, column by column."""
-    at = np.concatenate([p for p, _ in parts])
-    rows = pa.concat_tables([t.select(COLUMNS) for _, t in parts])
-    del parts[:]
-    out = Decoded.empty(len(listing), decoded, reused, removed)
+def _place(out: Decoded, positions: np.ndarray, rows: pa.Table, picks: np.ndarray, listing: Listing) -> None:
+    """Fill `out` at these listing positions from these rows (INDEX_SCHEMA) of a table, column by column
+    (no copy of the table: the index may hold a million rows)."""
+    if not len(positions):
+        return
     shards = pc.dictionary_encode(rows.column("shard")).combine_chunks()
-    out.shards = shards.dictionary.to_pylist()
-    out.shard[at] = pc.fill_null(shards.indices, -1).to_numpy()
-    ok = out.shard[at] >= 0
-    has = at[ok]
-    column = lambda name: pc.fill_null(rows.column(name), 0).to_numpy()[ok]  # noqa: E731
+    code = pc.fill_null(shards.indices, -1).to_numpy()[picks]
+    ok = code >= 0
+    used, local = np.unique(code[ok], return_inverse=True)
+    index = {name: k for k, name in enumerate(out.shards)}
+    names = shards.dictionary.to_pylist()
+    remap = np.array([index.setdefault(names[k], len(index)) for k in used.tolist()], np.int32)
+    out.shards = list(index)
+    has, taken = positions[ok], picks[ok]
+    out.shard[has] = remap[local]
+
+    def column(name: str) -> np.ndarray:
+        return pc.fill_null(rows.column(name), 0).to_numpy()[taken]
+
     out.row[has], out.width[has], out.height[has] = column("row"), column("width"), column("height")
-    out.sums[has] = np.stack([column("sum_r"), column("sum_g"), column("sum_b")], axis=1)
-    out.hash[has] = fixed_bytes(rows.column("hash"), 16)[ok]
-    out.hash_turned[has] = fixed_bytes(rows.column("hash_turned"), 16)[ok]
+    for k, name in enumerate(("sum_r", "sum_g", "sum_b")):
+        out.sums[has, k] = column(name)
+    out.hash[has] = fixed_bytes(rows.column("hash"), 16)[taken]
+    out.hash_turned[has] = fixed_bytes(rows.column("hash_turned"), 16)[taken]
     failed = np.flatnonzero(~ok)
-    messages = rows.column("error").take(pa.array(failed)).to_pylist()
-    for k, message in sorted(zip(at[failed].tolist(), messages)):
+    messages = rows.column("error").take(pa.array(picks[failed])).to_pylist()
+    for k, message in zip(positions[failed].tolist(), messages):
         out.error[k] = message or "no thumbnail recorded"
         log.warning("skipping %s: %s", listing.path[k], out.error[k])
-    return out

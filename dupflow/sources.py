@@ -365,13 +365,16 @@ def _columns(
     size: list[int] = []
     stamp: list[str] = []
     mtime: list[float] = []
+    shared = [True]  # every path shown is its URL: one column serves both
 
     def flush() -> None:
+        urls = pa.array(url, pa.string())
+        shared[0] = shared[0] and path == url
         batches.append(
             pa.table(
                 {
-                    "path": pa.array(path, pa.string()),
-                    "url": pa.array(url, pa.string()),
+                    "path": urls if path == url else pa.array(path, pa.string()),
+                    "url": urls,
                     "size": pa.array(size, pa.int64()),
                     "stamp": pa.array(stamp, pa.string()),
                     "mtime": pa.array(mtime, pa.float64()),
@@ -399,10 +402,13 @@ def _columns(
     flush()
     table = pa.concat_tables(batches)
     batches.clear()  # the batches are released column by column below
-    if table.num_rows > 1:
-        order = pc.sort_indices(table, [("path", "ascending"), ("url", "ascending")])
+    order = pc.sort_indices(table, [("path", "ascending"), ("url", "ascending")]).to_numpy()
+    if (np.diff(order) != 1).any():  # a walk lists each folder's files in order: often sorted already
         for k, name in enumerate(table.column_names):  # column by column: one column copied at a time
-            table = table.set_column(k, name, combined(table.column(name)).take(order))
+            if name != "path" or not shared[0]:
+                table = table.set_column(k, name, combined(table.column(name)).take(order))
+    if shared[0]:
+        table = table.set_column(0, "path", table.column("url"))
     return table, sorted(refused)
 
 
@@ -457,9 +463,9 @@ def list_files(
     table, owners = _owners(pa.concat_tables(tables), roots)
     del tables
     url = StringColumn(table.column("url"))
-    path = StringColumn(table.column("path"))
+    path = url if table.column("path").equals(table.column("url")) else StringColumn(table.column("path"))
     return Listing(
-        url if path == url else path,  # one column when the paths shown are the URLs
+        path,  # one column when the paths shown are the URLs
         url,
         table.column("size").to_numpy(),
         StringColumn(table.column("stamp")),
