@@ -283,7 +283,8 @@ class CatalogRef:
         """Merge the index files into one once there are more than `most` (each decode partition adds one).
 
         Size-tiered, so a big catalog is not rewritten on every run: the oldest file stays out of the merge
-        while it holds more than half the bytes (the base; the newer files merge beside it).
+        while it holds more than half the bytes (the base; the newer files merge beside it), unless it was
+        written in the small row groups of older versions.
         One process at a time (the maintenance claim); another run's files vanishing meanwhile are skipped, duplicate
         rows are merged into one, and only files whose rows went into the merged file are removed, after it
         is written: a reader sees every row at least once. True if this call merged.
@@ -295,11 +296,22 @@ class CatalogRef:
             if len(sizes) <= most:
                 return False
             names = list(sizes)
-            if 2 * sizes[names[0]] > sum(sizes.values()):
+            if 2 * sizes[names[0]] > sum(sizes.values()) and not self._small_groups(names[0]):
                 names = names[1:]
             tables, read, _ = self.read_index_files(names)
             self.replace_index(tables, read)
             return True
+
+    def _small_groups(self, name: str) -> bool:
+        """True for an index file written in small row groups (before INDEX_GROUP): slow and costly to
+        read, so compaction rewrites it even as the base. Unreadable: False (the merge will skip it)."""
+        fs, _ = self.fs()
+        try:
+            with fs.open(name, "rb") as handle:
+                meta = pq.ParquetFile(handle).metadata
+        except Exception:
+            return False
+        return meta.num_row_groups > 1 and meta.row_group(0).num_rows < min(meta.num_rows, INDEX_GROUP)
 
     def replace_index(self, tables: list[pa.Table], names: list[str]) -> None:
         """Write these rows (duplicates merged) as one index file, then remove the files they came from."""

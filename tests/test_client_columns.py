@@ -273,3 +273,24 @@ def test_catalog_verify_marks_the_sound_shards(tmp_path, client, catalog):
     before = _read_bytes()
     assert _figures(_build(folder, catalog, client, px_size=200)) == (0, 40)
     assert _read_bytes() - before < sum(os.path.getsize(s) for s in shards) / 4
+
+
+def test_compaction_rewrites_an_index_base_of_small_row_groups(tmp_path):
+    """An index written in 128-row groups (older versions) is rewritten by the next compaction even as
+    its big base, into one row group; a base already in one row group is left alone."""
+    ref = CatalogRef(str(tmp_path / "ns"), {})
+    rows = pa.Table.from_pylist(
+        [{"url": f"/photos/{k:05d}.png", "size": k, "stamp": "1", "error": "x"} for k in range(3000)],
+        schema=INDEX_SCHEMA,
+    )
+    os.makedirs(tmp_path / "ns" / "index")
+    pq.write_table(rows, tmp_path / "ns" / "index" / "00000000000000000001-old.parquet", row_group_size=128)
+    for k in range(3):
+        ref.write_index(rows.slice(k, 1))
+    assert ref.compact_index(most=2)
+    files = ref.index_files()
+    assert len(files) == 1 and pq.ParquetFile(files[0]).metadata.num_row_groups == 1
+    assert ref.read_index().num_rows == 3000
+    for k in range(3):
+        ref.write_index(rows.slice(k, 1))
+    assert ref.compact_index(most=2) and ref.index_files()[0] == files[0]  # the new base stays
