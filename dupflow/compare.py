@@ -195,11 +195,11 @@ def _duplicate_tasks(
     is_member = np.zeros(len(decoded.row), dtype=bool)
     is_member[scope.members] = True
     for cls in _hash_classes(decoded, scope, spec):
-        batch.extend(cls)
-        sizes.append((len(cls), int(is_member[cls].sum())))
-        if len(batch) >= fits:
+        if batch and len(batch) + len(cls) > fits:  # a batch over `fits` is one class alone
             batches.append((np.array(batch, dtype=np.int64), sizes))
             batch, sizes = [], []
+        batch.extend(cls)
+        sizes.append((len(cls), int(is_member[cls].sum())))
     if batch:
         batches.append((np.array(batch, dtype=np.int64), sizes))
     dsk: dict = {}
