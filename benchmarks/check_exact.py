@@ -651,7 +651,7 @@ def main(argv: list[str] | None = None) -> int:
                 reported,
                 placer,
                 pos,
-                "pairs within planted families (ground_truth.json)",
+                f"pairs within planted families (ground_truth.json: {len(i)} pairs)",
             )
         checks += sampled(checker, args.sample, args.seed, reported, placer, pos)
     t_check = time.perf_counter() - t1
