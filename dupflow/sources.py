@@ -82,7 +82,7 @@ def _strings() -> StringColumn:
 class Listing:
     """The files of one build: parallel columns, in search order, plus what was refused at listing.
 
-    Columns cost bytes, not Python objects (a million files take about 200 MB, not 1 GB): strings are
+    Columns cost bytes, not Python objects (a million files take about 150 MB, not 1 GB): strings are
     `StringColumn`s (indexing gives str), numbers NumPy arrays.
     """
 
