@@ -49,8 +49,11 @@ def _fetch(catalog: CatalogRef, reads: list[tuple], task: np.ndarray) -> dict[in
     for shard, rows, _ in reads:
         unique, inverse = np.unique(rows, return_inverse=True)
         parts.append(catalog.read_rows(shard, unique, "tensor")[inverse])
-    tensors = np.concatenate(parts)
-    return {int(t): (positions[task == t], tensors[task == t]) for t in np.unique(task)}
+    order = np.argsort(task, kind="stable")  # one copy of the tensors, grouped by task
+    tensors, positions, task = np.concatenate(parts)[order], positions[order], task[order]
+    starts = np.flatnonzero(np.r_[True, task[1:] != task[:-1]])
+    ends = [*starts[1:], len(task)]
+    return {int(task[a]): (positions[a:b], tensors[a:b]) for a, b in zip(starts, ends)}
 
 
 def tensor_parts(

@@ -56,9 +56,14 @@ def turns(block: np.ndarray, px: int, rotate: bool) -> Iterator[np.ndarray]:
     if not rotate:
         yield block
         return
-    cube = block.reshape(-1, px, px, 3)
     for k in range(4):
-        yield np.ascontiguousarray(np.rot90(cube, k, axes=(1, 2))).reshape(len(block), -1)
+        yield turned(block, px, k)
+
+
+def turned(block: np.ndarray, px: int, k: int) -> np.ndarray:
+    """The block's rows (px x px x 3 tensors) turned k quarter turns (np.rot90), as a new array."""
+    cube = block.reshape(-1, px, px, 3)
+    return np.ascontiguousarray(np.rot90(cube, k, axes=(1, 2))).reshape(len(block), -1)
 
 
 def squared_norms(block: np.ndarray) -> np.ndarray:
@@ -167,12 +172,16 @@ def _exact_sums(a: np.ndarray, turned: np.ndarray, i: np.ndarray, j: np.ndarray)
 def exact_matches(
     a: np.ndarray, b: np.ndarray, px: int, limit: float, i: np.ndarray, j: np.ndarray, alive: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Exact S = min over the live turns of sum((a[i] - turn(b[j]))^2); keep the pairs within the limit."""
+    """Exact S = min over the live turns of sum((a[i] - turn(b[j]))^2); keep the pairs within the limit.
+    Only the rows of b a turn is live for are turned."""
     best = np.full(len(i), np.inf)
-    for k, turned in enumerate(turns(b, px, alive.shape[1] > 1)):
+    for k in range(alive.shape[1]):
         idx = np.nonzero(alive[:, k])[0]
-        if len(idx):
-            best[idx] = np.minimum(best[idx], _exact_sums(a, turned, i[idx], j[idx]))
+        if not len(idx):
+            continue
+        rows, at = np.unique(j[idx], return_inverse=True)
+        rows_b = turned(b[rows], px, k) if k else b[rows]
+        best[idx] = np.minimum(best[idx], _exact_sums(a, rows_b, i[idx], at.reshape(-1)))
     hit = best <= limit
     return i[hit], j[hit], best[hit]
 
@@ -196,7 +205,7 @@ PINWHEEL = np.array(
     ]
 )
 REGIONS = 5
-PROJECTED = 6  # coordinates the neighbour index searches in (of REGIONS * 3)
+PROJECTED = 5  # coordinates the neighbour index searches in (of REGIONS * 3)
 
 
 def _region_turns() -> np.ndarray:
@@ -234,8 +243,11 @@ def region_features(sums: np.ndarray, px: int, turn: int = 0) -> np.ndarray:
     return scaled.reshape(len(sums), REGIONS * 3)
 
 
-def near_pairs(fa: np.ndarray, fb: np.ndarray, limit: float, upper: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Every (i, j) with |fa[i] - fb[j]|^2 <= limit (float64 slack only), i < j when fa is fb.
+def near_pairs(
+    fa: np.ndarray, fb: np.ndarray, limit: float, itself: bool = False
+) -> tuple[np.ndarray, np.ndarray]:
+    """Every (i, j) with |fa[i] - fb[j]|^2 <= limit (float64 slack only); `itself` says fb[j] is fa[j] for
+    j < len(fa), so each such point finds itself (only points that find more are listed).
 
     A k-d tree of fa, asked for each point of fb, finds them on a projection onto the points' main axes (an
     orthonormal projection never lengthens a distance, so no pair is lost); then the full distance decides.
@@ -244,22 +256,20 @@ def near_pairs(fa: np.ndarray, fb: np.ndarray, limit: float, upper: bool) -> tup
 
     if not len(fa) or not len(fb):
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    both = np.concatenate([fa, fb[: 0 if upper else len(fb)]])
+    both = np.concatenate([fa, fb])
     centre = both.mean(axis=0)
     sample = both[:: max(1, len(both) // 4096)] - centre
     axes = np.linalg.eigh(sample.T @ sample)[1][:, ::-1][:, :PROJECTED]  # the widest axes first
     scale = float(np.abs(both).max()) + 1.0
     radius = math.sqrt(_slack(limit)) * (1 + 1e-9) + 1e-9 * scale  # room for the projection's rounding
-    # einsum, not BLAS: a (n x 15) @ (15 x 6) product gains nothing from threads that a busy worker lacks
+    # einsum, not BLAS: a (n x 15) @ (15 x 5) product gains nothing from threads that a busy worker lacks
     tree = cKDTree(np.einsum("ij,jk->ik", fa - centre, axes))
     points = np.einsum("ij,jk->ik", fb - centre, axes)
     counts = tree.query_ball_point(points, radius, return_length=True)
-    hit = np.flatnonzero(counts > (1 if upper else 0))  # with upper every point finds itself
+    hit = np.flatnonzero(counts > np.where(np.arange(len(fb)) < len(fa), int(itself), 0))
     found = tree.query_ball_point(points[hit], radius) if len(hit) else []
     j = np.repeat(hit, counts[hit]).astype(np.int64)
     i = np.concatenate([np.asarray(f, dtype=np.int64) for f in found]) if len(hit) else j
-    if upper:
-        i, j = i[i < j], j[i < j]
     keep = np.empty(len(i), dtype=bool)
     for start in range(0, len(i), PAIR_CHUNK):
         sl = slice(start, start + PAIR_CHUNK)
@@ -271,25 +281,18 @@ def region_candidates(
     sums_a: np.ndarray, sums_b: np.ndarray, px: int, rotate: bool, limit: float, upper: bool = False
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs (i, j) and the turns of b (n_pairs x n_turns bool) that the region bound leaves in doubt;
-    with `upper` (a set against itself) each pair once, i < j."""
+    with `upper` (a set against itself) each pair once, i < j. One k-d tree holds every turn of b, asked
+    once per image of a (four trees asked four times cost about three times more)."""
     turns = 4 if rotate else 1
-    fa = region_features(sums_a, px)
-    found_i, found_j, found_k = [], [], []
-    for k in range(turns):
-        fb = fa if upper and k == 0 else region_features(sums_b, px, k)
-        if upper and k:  # a set against its own turns: (i, j, k) and (j, i, k) are different pairs of tensors
-            i, j = near_pairs(fa, fb, limit, upper=False)
-            i, j = i[i != j], j[i != j]
-            i, j, k_pair = np.minimum(i, j), np.maximum(i, j), np.where(i < j, k, (4 - k) % 4)
-        else:
-            i, j = near_pairs(fa, fb, limit, upper)
-            k_pair = np.full(len(i), k)
-        found_i.append(i)
-        found_j.append(j)
-        found_k.append(k_pair)
-    i, j, k = np.concatenate(found_i), np.concatenate(found_j), np.concatenate(found_k)
-    width = max(1, len(sums_b))
-    pair, inverse = np.unique(i * width + j, return_inverse=True)
+    n_b = len(sums_b)
+    fb = np.concatenate([region_features(sums_b, px, k) for k in range(turns)])
+    jk, i = near_pairs(fb, region_features(sums_a, px), limit, itself=upper)
+    j, k = jk % max(1, n_b), jk // max(1, n_b)
+    if upper:  # a set against itself: (i, j) at turn k is the pair (j, i) at turn -k
+        keep = i != j
+        i, j, k = i[keep], j[keep], k[keep]
+        i, j, k = np.minimum(i, j), np.maximum(i, j), np.where(i < j, k, (4 - k) % 4)
+    pair, inverse = np.unique(i * max(1, n_b) + j, return_inverse=True)
     alive = np.zeros((len(pair), turns), dtype=bool)
     alive[inverse, k] = True
-    return pair // width, pair % width, alive
+    return pair // max(1, n_b), pair % max(1, n_b), alive
