@@ -174,7 +174,7 @@ def verify(root: str | None = None, storage_options: dict | None = None, set_asi
             if proof is None:
                 report["sound"] += 1
                 if shard in states:
-                    sound[shard] = states[shard]
+                    sound[shard] = (states[shard], verified.rows_digest(rows, urls))
                 continue
             report["damaged"][f"{space}/{shard}"] = proof
             if set_aside:

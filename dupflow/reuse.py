@@ -62,7 +62,7 @@ def chosen_rows(
     the pixel limit or installing a plugin retries the file), a decoded image only within the pixel limit.
 
     Local shards are read whole and checksummed, unless the catalog marks them verified whole in their
-    present state (see `verified`): then only their url column is read, to check the rows reused. On
+    present state (see `verified`): then nothing of them is read, or only their url column. On
     object stores, where reading would download the whole catalog on every run, one listing checks they
     exist; pages are checksummed as the search reads them, and a damaged shard is then set aside and its
     images decoded again (see api.search).
@@ -90,7 +90,7 @@ def chosen_rows(
         present = catalog.shard_names()
         verdict[:-1] = [name in present for name in names]
     states, marks = verified.shard_states(catalog), verified.read_marks(catalog)
-    fresh: dict[str, str] = {}
+    fresh: dict[str, verified.Mark] = {}
     while True:
         firsts = _firsts(position, eligible & (verdict[code] != 0))
         unknown = firsts[verdict[code[firsts]] < 0]
@@ -117,17 +117,23 @@ def _trusted(
     urls: list[str],
     px_size: int,
     states: dict[str, str],
-    marks: dict[str, str],
-    fresh: dict[str, str],
+    marks: dict[str, verified.Mark],
+    fresh: dict[str, verified.Mark],
 ) -> bool:
-    """Whether a local shard holds these urls at these rows, sound: read whole and checked, or (verified
-    whole before, in this very state) only its url column read. Newly verified shards go into `fresh`."""
-    state = states.get(name)
-    if state is not None and marks.get(name) == state and verified.rows_match(catalog, name, rows, urls):
-        return True
+    """Whether a local shard holds these urls at these rows, sound. Marked verified in its present state:
+    nothing is read when these are the rows checked then, else only its url column; otherwise it is read
+    whole and checked. Shards checked here go into `fresh` (with the state seen before reading)."""
+    state, mark = states.get(name), marks.get(name)
+    digest = verified.rows_digest(rows, urls) if state is not None else ""
+    if state is not None and mark is not None and mark[0] == state:
+        if mark[1] == digest:
+            return True
+        if verified.rows_match(catalog, name, rows, urls):
+            fresh[name] = (state, digest)
+            return True
     if catalog.check_shard(name, rows, urls, tensor_values(px_size)):
         if state is not None:
-            fresh[name] = state  # the state seen before reading: a later write shows as a change
+            fresh[name] = (state, digest)  # a later write to the file shows as another state
         return True
     log.warning("catalog shard %s is missing, damaged or foreign: not reused", name)
     return False

@@ -202,14 +202,24 @@ def built(tmp_path, client, catalog):
     return folder, second, shards, total, dupflow.search(second, show_progress=False).result
 
 
-def test_a_verified_shard_is_not_read_whole_again(built, client, catalog):
+def test_a_verified_shard_is_not_read_again(built, client, catalog):
+    """Unchanged files, unchanged shards: nothing of the shards is read (the index and marks are); once a
+    file is gone, its shard's url column only is read to check the other rows, and that set is marked."""
     folder, _, shards, total, result = built
     before = _read_bytes()
     third = _build(folder, catalog, client, px_size=200)
     read = _read_bytes() - before
     assert _figures(third) == (0, 40)
-    assert read < total / 4, (read, total)  # its url column and the index, not its tensors
+    assert read < total / 20, (read, total)  # the index files and the marks
     assert dupflow.search(third, show_progress=False).result == result
+    os.remove(folder / "p_00.png")
+    before = _read_bytes()
+    assert _figures(_build(folder, catalog, client, px_size=200)) == (0, 39)
+    fewer = _read_bytes() - before
+    assert read + 60_000 < fewer < total / 4, (read, fewer, total)  # + one shard's footer and url column
+    before = _read_bytes()
+    assert _figures(_build(folder, catalog, client, px_size=200)) == (0, 39)
+    assert _read_bytes() - before < fewer - 60_000  # that shard's new set of rows was marked
 
 
 def test_a_shard_changed_after_verification_is_caught(built, client, catalog, caplog):
@@ -247,11 +257,13 @@ def test_marks_are_merged_and_stale_ones_dropped(tmp_path):
     os.makedirs(tmp_path / "ns" / "shards")
     states = {f"s{k}.parquet": f"{k}:1:1:1" for k in range(verified.MOST_FILES + 1)}
     for k, name in enumerate(states):
-        verified.remember(ref, {name: states[name] if k else "stale"}, states)
+        verified.remember(ref, {name: (states[name] if k else "stale", f"rows{k}")}, states)
     files = os.listdir(tmp_path / "ns" / verified.FOLDER)
     assert len(files) == 1
     marks = verified.read_marks(ref)
-    assert marks == {name: state for k, (name, state) in enumerate(states.items()) if k}
+    assert marks == {name: (state, f"rows{k}") for k, (name, state) in enumerate(states.items()) if k}
+    assert verified.rows_digest([2, 0], ["b", "a"]) == verified.rows_digest([0, 2], ["a", "b"])
+    assert verified.rows_digest([0, 2], ["a", "b"]) != verified.rows_digest([0, 2], ["b", "a"])
 
 
 def test_catalog_verify_marks_the_sound_shards(tmp_path, client, catalog):
