@@ -9,7 +9,8 @@ already in the catalog (nothing to decode, so no cluster starts: everything meas
 
 * peak RSS: the process's ru_maxrss; "above imports" subtracts the RSS right after `import dupflow`.
 * retained: what the build object still holds (tracemalloc, `--tracemalloc` only: about 2x slower).
-* seconds: wall time of the build, and the build's own list / decode (reuse) seconds from its stats.
+* seconds: wall and CPU (user + system) time of the build, and the build's own list / decode (reuse)
+  seconds from its stats. On a busy machine CPU seconds are the steadier figure.
 
 Synthetic data (`--sizes`, cached under --cache/client_N): N empty `.png` files in folders of 1,000 (paths
 as long as a real collection's) and a catalog at px_size 10 whose index names exactly those files (url,
@@ -47,10 +48,11 @@ rss = lambda: resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 base = rss()
 if trace:
     tracemalloc.start()
-t0 = time.perf_counter()
+cpu = lambda: sum(resource.getrusage(resource.RUSAGE_SELF)[:2])
+t0, c0 = time.perf_counter(), cpu()
 dif = dupflow.build(folder, catalog=catalog, px_size=px, show_progress=False)
-wall = time.perf_counter() - t0
-out = {"module": dupflow.__file__, "files": len(dif.files), "wall_s": wall, "imports_mib": base, "peak_mib": rss()}
+wall, spent = time.perf_counter() - t0, cpu() - c0
+out = {"module": dupflow.__file__, "files": len(dif.files), "wall_s": wall, "cpu_s": spent, "imports_mib": base, "peak_mib": rss()}
 out["stats"] = {k: dif.stats["dupflow"]["build"][k] for k in ("decoded", "reused", "removed", "seconds")}
 if trace:
     current, peak = tracemalloc.get_traced_memory()
@@ -170,15 +172,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.real:
         runs.append((f"real {args.real}", args.real, _copy_catalog(args.catalog, args.cache), args.px))
     print(f"load average {os.getloadavg()}", file=sys.stderr)
-    print("| run | files | build s | list s | reuse s | peak RSS MiB | above imports MiB | traced peak MiB |")
-    print("|---|---|---|---|---|---|---|---|")
+    print(
+        "| run | files | build s | CPU s | list s | reuse s | peak RSS MiB | above imports MiB | traced peak MiB |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, folder, catalog, px in runs:
         for _ in range(args.repeat):
             r = measure(folder, catalog, px, args.tracemalloc, args.pythonpath)
             seconds = r["stats"]["seconds"]
             traced = f"{r['traced_peak_mib']:.0f}" if "traced_peak_mib" in r else "-"
             print(
-                f"| {name} | {r['files']} | {r['wall_s']:.1f} | {seconds['list']:.1f} | {seconds['decode']:.1f} "
+                f"| {name} | {r['files']} | {r['wall_s']:.1f} | {r['cpu_s']:.1f} | {seconds['list']:.1f} "
+                f"| {seconds['decode']:.1f} "
                 f"| {r['peak_mib']:.0f} | {r['peak_mib'] - r['imports_mib']:.0f} | {traced} |",
                 flush=True,
             )
