@@ -1,5 +1,5 @@
 """The lean client (issue 10): the listing and the decoded table are columns, reuse is a join over them,
-and a shard verified whole once is not read whole again while its file is unchanged."""
+and a shard verified whole once is not read again while its file and rows are unchanged."""
 
 from __future__ import annotations
 
