@@ -421,6 +421,15 @@ class Engine:
         return max(1, sum(w.get("nthreads", 1) for w in workers))
 
     @property
+    def memory(self) -> int:
+        """Bytes the connected workers may hold, together (their memory limits; this machine's memory
+        for workers without one)."""
+        from distributed.system import MEMORY_LIMIT
+
+        workers = self.client.scheduler_info(n_workers=-1).get("workers", {}).values()
+        return max(1, sum(w.get("memory_limit") or MEMORY_LIMIT for w in workers))
+
+    @property
     def closed(self) -> bool:
         return self.client.status in ("closing", "closed")
 

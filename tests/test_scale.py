@@ -130,6 +130,24 @@ def test_every_threshold_equals_brute_force(families, client, chunksize):
     assert pairs_at_limit >= len(limits) - 1  # every non-zero limit is some pair's exact S
 
 
+def test_exact_pass_in_waves_equals_brute_force(families, client, monkeypatch):
+    """With a wave budget of a few tensors the exact pass runs in many waves (each fetching only its own
+    images): the same pairs and sums as brute force."""
+    catalog, decoded, paths, _, sums = families
+    engine = Engine(client)
+    everyone = np.arange(len(paths))
+    monkeypatch.setattr(similar, "WAVE_BYTES", 12 * 3 * PX * PX)
+    monkeypatch.setattr(similar, "WAVE_SHARE", 10**12)  # so the floor, 12 tensors, is the budget
+    monkeypatch.setattr(similar, "EXACT_PAIRS", 8)  # exact tasks of 8 pairs: many tasks, many waves
+    spec = MatchSpec(PX, True, False, float(3 * PX * PX * 10))
+    pairs = [(everyone[:-1], everyone[1:], np.ones((len(everyone) - 1, 4), bool))]
+    found = similar.exact_waves(pairs, spec, similar.WAVE_BYTES)
+    assert len(found) > 5  # many waves, each within the budget unless one task alone exceeds it
+    edges = find_edges(catalog, decoded, [Scope(everyone)], spec, 5, lambda n: engine, False)
+    want = _brute(sums[True], spec.limit, everyone, everyone[:0])
+    assert len(want) > 20 and _got(edges[0]) == want
+
+
 def test_scope_compares_members_with_reference_never_reference_with_reference(families, client):
     """New images against kept ones: member x member and member x reference pairs, as brute force."""
     catalog, decoded, paths, _, sums = families
