@@ -140,6 +140,8 @@ def _band_pair(
 
 def bound_tasks(catalog: CatalogRef, decoded: Decoded, the_plan: Plan, spec: MatchSpec, key: str) -> list:
     """Pass 1: one task per band pair, fed by one task per shard (its rows' region sums)."""
+    if not the_plan.pairs:
+        return []
     positions = np.concatenate([b.positions for b in the_plan.bands])
     band = np.concatenate([np.full(len(b.positions), x, np.int32) for x, b in enumerate(the_plan.bands)])
     dsk: dict = {}

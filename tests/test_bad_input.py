@@ -333,6 +333,11 @@ def test_empty_folder(run, tmp_path):
     save(photo(41), full / "b.png")
     dif, found = run(str(empty), str(full), in_folder=True)
     assert list(found.result) == [str(full)]
+    for similarity in ("similar", 200):  # the band search, with nothing valid in one folder or at all
+        dif, found = run(str(empty), str(full), in_folder=True, search={"similarity": similarity})
+        assert list(found.result) == [str(full)]
+        dif, found = run(str(empty), search={"similarity": similarity})
+        assert found.result == {} and found.stats["process"]["search"]["files_searched"] == 0
 
 
 def test_missing_folder_is_a_clear_error(client, catalog, tmp_path):
