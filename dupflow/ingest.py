@@ -127,7 +127,9 @@ def ingest(
         per_shard = kernels.images_per_task(px_size, 8, SHARD_FILES)
         count = max(math.ceil(len(todo) / per_shard), min(len(todo), 4 * cluster.workers))
         keys = listing.subset(todo).keys()
-        slices = [keys.slice(k[0], len(k)) for k in np.array_split(np.arange(len(todo)), count) if len(k)]
+        # taken, not sliced: a pickled Arrow slice carries its parent's whole buffers (a 1,000,000-file
+        # build's graph would pickle every partition with the whole key table: 99 GB, for 100 MB of keys)
+        slices = [keys.take(pa.array(k)) for k in np.array_split(np.arange(len(todo)), count) if len(k)]
         bag = db.from_sequence(slices, npartitions=len(slices)).map_partitions(
             decode_tables, catalog, storage_options, px_size, mode, settings
         )
