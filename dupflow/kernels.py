@@ -284,15 +284,15 @@ def region_candidates(
     with `upper` (a set against itself) each pair once, i < j. One k-d tree holds every turn of b, asked
     once per image of a (four trees asked four times cost about three times more)."""
     turns = 4 if rotate else 1
-    n_b = len(sums_b)
+    width = max(1, len(sums_b))
     fb = np.concatenate([region_features(sums_b, px, k) for k in range(turns)])
     jk, i = near_pairs(fb, region_features(sums_a, px), limit, itself=upper)
-    j, k = jk % max(1, n_b), jk // max(1, n_b)
+    j, k = jk % width, jk // width
     if upper:  # a set against itself: (i, j) at turn k is the pair (j, i) at turn -k
         keep = i != j
         i, j, k = i[keep], j[keep], k[keep]
         i, j, k = np.minimum(i, j), np.maximum(i, j), np.where(i < j, k, (4 - k) % 4)
-    pair, inverse = np.unique(i * max(1, n_b) + j, return_inverse=True)
+    pair, inverse = np.unique(i * width + j, return_inverse=True)
     alive = np.zeros((len(pair), turns), dtype=bool)
     alive[inverse, k] = True
-    return pair // max(1, n_b), pair % max(1, n_b), alive
+    return pair // width, pair % width, alive

@@ -169,16 +169,17 @@ def bound_tasks(catalog: CatalogRef, decoded: Decoded, the_plan: Plan, spec: Mat
     return graph(dsk, [(key, x, y) for x, y in the_plan.pairs], key)
 
 
-def _chunks(i: np.ndarray, j: np.ndarray, most_images: int) -> list[slice]:
-    """Cut the candidate pairs into runs of at most EXACT_PAIRS pairs and most_images distinct images."""
+def _chunks(i: np.ndarray, j: np.ndarray, most_images: int) -> list[tuple[slice, np.ndarray]]:
+    """Cut the candidate pairs into runs of at most EXACT_PAIRS pairs and most_images distinct images;
+    each run with the images it needs."""
     out, start = [], 0
     while start < len(i):
         stop = min(len(i), start + EXACT_PAIRS)
-        while (
-            stop - start > 1 and len(np.unique(np.concatenate([i[start:stop], j[start:stop]]))) > most_images
-        ):
+        needed = np.unique(np.concatenate([i[start:stop], j[start:stop]]))
+        while stop - start > 1 and len(needed) > most_images:
             stop = start + (stop - start) // 2
-        out.append(slice(start, stop))
+            needed = np.unique(np.concatenate([i[start:stop], j[start:stop]]))
+        out.append((slice(start, stop), needed))
         start = stop
     return out
 
@@ -197,7 +198,7 @@ def _exact(parts: list, i: np.ndarray, j: np.ndarray, alive: np.ndarray, spec: M
     return i[hit], j[hit], sums[hit]
 
 
-Wave = list[tuple[np.ndarray, np.ndarray, np.ndarray]]  # exact tasks' candidate pairs (i, j, live turns)
+Wave = list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]]  # per exact task: i, j, live turns, images
 
 
 def exact_waves(found: list, spec: MatchSpec, budget: int) -> list[Wave]:
@@ -214,22 +215,20 @@ def exact_waves(found: list, spec: MatchSpec, budget: int) -> list[Wave]:
     most = kernels.images_per_task(spec.px, EXACT_COPIES, 8192)
     waves: list[Wave] = [[]]
     held = 0
-    for c in _chunks(i, j, most):
-        images = len(np.unique(np.concatenate([i[c], j[c]])))
-        if waves[-1] and (held + images) * spec.d > budget:
+    for c, needed in _chunks(i, j, most):
+        if waves[-1] and (held + len(needed)) * spec.d > budget:
             waves.append([])
             held = 0
-        waves[-1].append((i[c], j[c], alive[c]))
-        held += images
+        waves[-1].append((i[c], j[c], alive[c], needed))
+        held += len(needed)
     return waves
 
 
 def exact_tasks(catalog: CatalogRef, decoded: Decoded, wave: Wave, spec: MatchSpec, key: str) -> list:
     """Pass 2, one wave: a task per chunk of candidate pairs, fed their tensors by gather's fetch tasks."""
-    needed = [np.unique(np.concatenate([i, j])) for i, j, _ in wave]
     dsk: dict = {}
-    parts = tensor_parts(dsk, catalog, decoded, needed, spec.px, key)
-    for t, (i, j, alive) in enumerate(wave):
+    parts = tensor_parts(dsk, catalog, decoded, [needed for *_, needed in wave], spec.px, key)
+    for t, (i, j, alive, _) in enumerate(wave):
         dsk[(key, t)] = (_exact, parts[t], i, j, alive, spec)
     return graph(dsk, [(key, t) for t in range(len(wave))], key)
 
