@@ -127,9 +127,12 @@ def ingest(
         per_shard = kernels.images_per_task(px_size, 8, SHARD_FILES)
         count = max(math.ceil(len(todo) / per_shard), min(len(todo), 4 * cluster.workers))
         keys = listing.subset(todo).keys()
+        # every count-th file: a folder of 4K wallpapers next to one of icons would otherwise make one
+        # partition many times longer than the rest, and the run waits on it with the other workers idle
+        parts = [np.arange(k, len(todo), count) for k in range(min(count, len(todo)))]
         # taken, not sliced: a pickled Arrow slice carries its parent's whole buffers (a 1,000,000-file
         # build's graph would pickle every partition with the whole key table: 99 GB, for 100 MB of keys)
-        slices = [keys.take(pa.array(k)) for k in np.array_split(np.arange(len(todo)), count) if len(k)]
+        slices = [keys.take(pa.array(k)) for k in parts]
         bag = db.from_sequence(slices, npartitions=len(slices)).map_partitions(
             decode_tables, catalog, storage_options, px_size, mode, settings
         )
@@ -138,8 +141,8 @@ def ingest(
             for part in cluster.run(bag.to_delayed(), "dupflow decoding", show_progress, len(todo))
             for t in part
         ]
-        fresh = pa.concat_tables(tables)  # in todo order: partitions keep their files' order
-        _place(out, todo, fresh, np.arange(len(todo)), listing)
+        fresh = pa.concat_tables(tables)  # partition after partition
+        _place(out, todo, fresh, np.argsort(np.concatenate(parts)), listing)
         catalog.compact_index()  # each partition committed its own index file
     return out
 

@@ -367,3 +367,22 @@ def test_processes_taking_over_an_expired_claim_at_once_cannot_both_win(tmp_path
     won = [job.communicate(timeout=60)[0].split()[-1] for job in jobs]
     assert sorted(won) == ["False"] * 5 + ["True"]
     assert holder(folder) is not None
+
+
+def test_every_decode_partition_gets_a_share_of_every_folder(tmp_path, client, catalog):
+    """A folder of big files next to one of small ones must not become one long partition that the rest
+    of the workers wait on: each partition (one shard) takes every count-th file of the listing."""
+    from dupflow.catalog import CatalogRef
+
+    for name in ("big", "small"):
+        _photos(tmp_path / "imgs" / name, 16, seed=1 if name == "big" else 2)
+    dif = _build(str(tmp_path / "imgs"), catalog, client)
+    index = CatalogRef(dif.stats["dupflow"]["build"]["catalog"], {}).read_index().to_pydict()
+    folders_per_shard: dict[str, set] = {}
+    for url, shard in zip(index["url"], index["shard"]):
+        folders_per_shard.setdefault(shard, set()).add(os.path.basename(os.path.dirname(url)))
+    assert len(folders_per_shard) > 2  # 2 workers: at least 4 partitions
+    assert all(folders == {"big", "small"} for folders in folders_per_shard.values())
+    fresh = dupflow.build(str(tmp_path / "imgs"), show_progress=False, scheduler=client)  # no catalog
+    assert dupflow.search(dif, show_progress=False).result == dupflow.search(fresh, show_progress=False).result
+    assert len(dupflow.search(dif, show_progress=False).result) == 16  # every photo twice in each folder
