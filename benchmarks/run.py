@@ -616,17 +616,22 @@ def plan_runs(tools: list[str], warm: bool, decodes: list[str] | None = None) ->
     return runs
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Generate/reuse datasets, run every tool per N and mode, print tables, write the JSON."""
-    args = parse_args(argv)
+def prepare_work(work: str) -> None:
+    """Make the work folder's out/logs/catalog sub-folders; warn when the machine is busy (noisy timings)."""
     for sub in ("out", "logs", "catalog"):
-        os.makedirs(os.path.join(args.work, sub), exist_ok=True)
+        os.makedirs(os.path.join(work, sub), exist_ok=True)
     load = os.getloadavg()[0]
     if load > 0.5 * (os.cpu_count() or 1):
         print(
             f"warning: load average {load:.2f} on {os.cpu_count()} cores: timings will be noisy",
             file=sys.stderr,
         )
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Generate/reuse datasets, run every tool per N and mode, print tables, write the JSON."""
+    args = parse_args(argv)
+    prepare_work(args.work)
     setup = Setup(
         args.work,
         args.python,

@@ -309,14 +309,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    for sub in ("out", "logs", "catalog"):
-        os.makedirs(os.path.join(args.work, sub), exist_ok=True)
-    load = os.getloadavg()[0]
-    if load > 0.5 * (os.cpu_count() or 1):
-        print(
-            f"warning: load average {load:.2f} on {os.cpu_count()} cores: timings will be noisy",
-            file=sys.stderr,
-        )
+    run.prepare_work(args.work)
     json_path = args.json or os.path.join(args.work, f"scaling_{datetime.now():%Y%m%d%H%M%S}.json")
     report = {**run.report_header(), "pythonpath": args.pythonpath, "datasets": {}, "rows": []}
     env = {**os.environ, "PYTHONPATH": args.pythonpath} if args.pythonpath else None
