@@ -95,33 +95,6 @@ def pair_sums(a: np.ndarray, b: np.ndarray, px: int, rotate: bool) -> np.ndarray
     return best
 
 
-def same_dim_mask(dims_a: np.ndarray, dims_b: np.ndarray) -> np.ndarray:
-    """True where two images' {width, height} are equal as unordered pairs (dims rows are sorted)."""
-    return (dims_a[:, None, 0] == dims_b[None, :, 0]) & (dims_a[:, None, 1] == dims_b[None, :, 1])
-
-
-def block_matches(
-    a: np.ndarray,
-    b: np.ndarray,
-    px: int,
-    rotate: bool,
-    limit: float,
-    mask: np.ndarray | None = None,
-    upper: bool = False,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(i, j, S) for every pair of rows within the limit; `upper` keeps i < j (a block against itself)."""
-    if mask is not None and not mask.any():
-        return no_matches()
-    sums = pair_sums(a, b, px, rotate)
-    keep = sums <= limit
-    if mask is not None:
-        keep &= mask
-    if upper:
-        keep &= np.triu(np.ones(keep.shape, dtype=bool), k=1)
-    i, j = np.nonzero(keep)
-    return i, j, sums[i, j]
-
-
 GRID = 5  # coarse grid side of the block sums stored per tensor (the region bound sums its cells)
 PAIR_CHUNK = 1 << 16  # candidate pairs handled at once (bounds memory)
 

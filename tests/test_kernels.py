@@ -54,19 +54,6 @@ def test_match_limit_is_the_exact_floor():
     assert kernels.match_limit(10**9, d) == d * 255 * 255
 
 
-def test_block_matches_masks_and_upper_triangle():
-    px = 10
-    rng = np.random.default_rng(1)
-    a = rng.integers(0, 256, (4, 300), dtype=np.uint8)
-    a[2] = a[0]
-    dims = np.array([[10, 20], [10, 20], [10, 20], [5, 5]])
-    i, j, s = kernels.block_matches(a, a, px, True, 0.0, kernels.same_dim_mask(dims, dims), upper=True)
-    assert list(zip(i.tolist(), j.tolist(), s.tolist())) == [(0, 2, 0.0)]
-    dims[2] = [5, 5]
-    i, _, _ = kernels.block_matches(a, a, px, True, 0.0, kernels.same_dim_mask(dims, dims), upper=True)
-    assert len(i) == 0
-
-
 def test_grid_turns_with_the_image():
     rng = np.random.default_rng(2)
     for px in (10, 13, 50, 64):
@@ -75,6 +62,16 @@ def test_grid_turns_with_the_image():
         grid = kernels.grid_sums(block, px, edges)
         for k, turned in enumerate(kernels.rotations(block, px, True)):
             assert np.array_equal(kernels.grid_sums(turned, px, edges), np.rot90(grid, k, axes=(1, 2)))
+
+
+def _dense(a, b, px, rotate, limit, upper=False):
+    """The reference: every pair's exact sum from the full matrix product (`pair_sums`), kept if within."""
+    sums = kernels.pair_sums(a, b, px, rotate)
+    keep = sums <= limit
+    if upper:
+        keep &= np.triu(np.ones(keep.shape, dtype=bool), k=1)
+    i, j = np.nonzero(keep)
+    return i, j, sums[i, j]
 
 
 def _pruned(a, b, px, rotate, limit, upper=False):
@@ -117,10 +114,10 @@ def test_pruned_path_equals_the_dense_kernel(px, limit_mse):
     b = np.concatenate(variants[2:] + [turned, np.clip(turned + 2, 0, 255)]).astype(np.uint8)
     limit = kernels.match_limit(limit_mse, d)
     for rotate in (True, False):
-        want = kernels.block_matches(a, b, px, rotate, limit)
+        want = _dense(a, b, px, rotate, limit)
         got = _pruned(a, b, px, rotate, limit)
         assert len(want[0]) > 0 or not rotate
         assert sorted(zip(*[x.tolist() for x in want])) == sorted(zip(*[x.tolist() for x in got]))
-        want = kernels.block_matches(a, a, px, rotate, limit, None, upper=True)
+        want = _dense(a, a, px, rotate, limit, upper=True)
         got = _pruned(a, a, px, rotate, limit, upper=True)
         assert sorted(zip(*[x.tolist() for x in want])) == sorted(zip(*[x.tolist() for x in got]))
