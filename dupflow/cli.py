@@ -11,7 +11,7 @@ import sys
 import tempfile
 from typing import Iterator, Sequence
 
-from . import __version__
+from . import __version__, allocator
 from .groups import KEEP_RULES
 
 TRUE = ("yes", "true", "t", "y", "1")
@@ -590,6 +590,7 @@ def run_catalog(argv: Sequence[str]) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point: `dupflow [search] PATH ... [flags]`, `dupflow report RESULTS`, `dupflow undo JOURNAL`."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    allocator.tune()  # this process is dupflow's own: keep freed image buffers for the next image
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("dupflow: %(message)s"))
     handler.set_name("dupflow-cli")

@@ -12,7 +12,7 @@ from clusterkit import answer, wait_for
 from imagegen import photo, save
 
 import dupflow
-from dupflow import cluster
+from dupflow import allocator, cluster
 
 
 def _folder(tmp_path, n=6):
@@ -53,6 +53,8 @@ def test_big_job_runs_on_local_worker_processes(tmp_path, monkeypatch):
         workers = _worker_processes(before)
         assert dif.stats["dupflow"]["build"]["cluster"] == {"kind": "local processes", "threads": 2}
         assert len(workers) >= 2  # real worker processes
+        wanted = allocator.environ().items()  # they decode: their malloc keeps freed image buffers
+        assert all(wanted <= w.environ().items() for w in workers)
         found = dupflow.search(dif, show_progress=False)
         assert found.stats["process"]["search"]["matches_found"]["duplicates"] == 3
     psutil.wait_procs(workers, timeout=20)

@@ -7,6 +7,7 @@ import logging
 import sys
 from typing import Sequence
 
+from .. import allocator
 from .config import ConfigError, load_config
 from .run import EXIT_CODES, run
 
@@ -30,6 +31,7 @@ def _parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the job a config file describes; returns the exit code (see `EXIT_CODES`)."""
     args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    allocator.tune()  # the job's own process: keep freed image buffers for the next image
     logger = logging.getLogger("dupflow")
     saved = logger.handlers[:], logger.level, logger.propagate
     handler = logging.StreamHandler(sys.stderr)  # warnings and worse: stdout is the summary line only
