@@ -5,9 +5,10 @@ frees them a few milliseconds later. glibc serves such sizes with fresh mmaps or
 system, so each new image pays its page faults again: measured on 10,000 real files (`--decode fast`,
 2 threads), 1.23 million page faults, 4.1 s of system time and a 33.4 s build. With the thresholds below,
 the buffers stay in the heap and are reused: 0.48 million faults, 2.0 s, 31.2 s, and about 60 MB more
-peak memory. Only processes dupflow owns are tuned (the `dupflow` command, the hygiene job, the local
-cluster's worker processes); `dupflow.build` in someone else's process leaves its allocator alone, and the
-same effect is had there by starting Python with `environ()`'s variables set.
+peak memory. Only processes dupflow owns are tuned: the `dupflow` command and the hygiene job call
+`tune()`, the local cluster's worker processes preload this module (`dask_setup`). `dupflow.build` in
+someone else's process leaves its allocator alone; the same effect is had there by starting Python with
+MALLOC_MMAP_THRESHOLD_=67108864 and MALLOC_TRIM_THRESHOLD_=268435456 in the environment.
 """
 
 from __future__ import annotations
@@ -16,16 +17,11 @@ import ctypes
 import ctypes.util
 import sys
 
-__all__ = ["environ", "tune"]
+__all__ = ["dask_setup", "tune"]
 
 MMAP_THRESHOLD = 64 << 20  # allocations below this come from the heap, not a fresh mmap
 TRIM_THRESHOLD = 256 << 20  # free heap kept before any is returned to the system
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # mallopt parameters, from glibc's malloc.h
-
-
-def environ() -> dict[str, str]:
-    """The same settings as environment variables, for a process about to start (glibc reads them then)."""
-    return {"MALLOC_MMAP_THRESHOLD_": str(MMAP_THRESHOLD), "MALLOC_TRIM_THRESHOLD_": str(TRIM_THRESHOLD)}
 
 
 def tune() -> bool:
@@ -41,3 +37,8 @@ def tune() -> bool:
     # setting either threshold switches off glibc's own sliding ones: both are set, mmap first
     mapped = mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)
     return bool(mapped) and bool(mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD))
+
+
+def dask_setup(worker: object) -> None:
+    """Distributed's preload hook: a worker process dupflow started (`cluster._embedded`) decodes images."""
+    tune()

@@ -183,7 +183,6 @@ def _quiet_logs() -> Iterator[None]:
 
 def _embedded(processes: int, use_processes: bool, dashboard: bool) -> Any:
     """A local cluster listening on 127.0.0.1 only (threads: in-process, no socket at all)."""
-    import dask
     from distributed import Nanny, Scheduler, SpecCluster
     from distributed.system import MEMORY_LIMIT
 
@@ -205,6 +204,7 @@ def _embedded(processes: int, use_processes: bool, dashboard: bool) -> Any:
             "nthreads": 1,
             "memory_limit": MEMORY_LIMIT // processes,
             "worker_class": _worker_class(),
+            "preload": [allocator.__name__],  # dupflow's own worker processes decode: see allocator.py
         }
         worker = {"cls": Nanny, "options": options}
         count = processes
@@ -212,18 +212,15 @@ def _embedded(processes: int, use_processes: bool, dashboard: bool) -> Any:
         options = {**common, "nthreads": processes, "memory_limit": MEMORY_LIMIT}
         worker = {"cls": _worker_class(), "options": options}
         count = 1
-    # set before each worker process starts (glibc reads them then): dupflow's own workers decode images
-    spawn = {**dask.config.get("distributed.nanny.pre-spawn-environ", {}), **allocator.environ()}
     with _workers_skip_main(), _quiet_logs(), warnings.catch_warnings():
         # a dashboard moves off a busy port 8787 by itself: nothing to warn about
         warnings.filterwarnings("ignore", message="Port .* is already in use")
-        with dask.config.set({"distributed.nanny.pre-spawn-environ": spawn}):
-            return SpecCluster(
-                scheduler=scheduler,
-                workers={k: worker for k in range(count)},
-                worker=worker,
-                silence_logs=logging.ERROR,
-            )
+        return SpecCluster(
+            scheduler=scheduler,
+            workers={k: worker for k in range(count)},
+            worker=worker,
+            silence_logs=logging.ERROR,
+        )
 
 
 # ---- clusters built by name from Dask's configuration ------------------------------------------------

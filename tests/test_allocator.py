@@ -36,11 +36,3 @@ def test_the_command_reuses_freed_image_buffers():
     plain, tuned = _faults("plain"), _faults("cli")
     assert plain > 20 * (40 << 20) // 4096 // 2  # every buffer faulted in afresh (4 KiB pages)
     assert tuned * 4 < plain  # the first buffer only
-
-
-def test_settings_are_offered_to_processes_about_to_start():
-    from dupflow import allocator
-
-    env = allocator.environ()
-    assert int(env["MALLOC_MMAP_THRESHOLD_"]) == allocator.MMAP_THRESHOLD > 40 << 20
-    assert int(env["MALLOC_TRIM_THRESHOLD_"]) == allocator.TRIM_THRESHOLD >= allocator.MMAP_THRESHOLD
