@@ -129,7 +129,7 @@ def ingest(
         keys = listing.subset(todo).keys()
         # every count-th file: a folder of 4K wallpapers next to one of icons would otherwise make one
         # partition many times longer than the rest, and the run waits on it with the other workers idle
-        parts = [np.arange(k, len(todo), count) for k in range(min(count, len(todo)))]
+        parts = [np.arange(k, len(todo), count) for k in range(count)]  # count <= len(todo)
         # taken, not sliced: a pickled Arrow slice carries its parent's whole buffers (a 1,000,000-file
         # build's graph would pickle every partition with the whole key table: 99 GB, for 100 MB of keys)
         slices = [keys.take(pa.array(k)) for k in parts]
