@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from . import resample
-from .png import decode_png
+from .png import decode_png, decode_rgbx
 
 __all__ = ["DecoderSettings", "decode_image", "error_message", "lasting_failure", "register_heif"]
 
@@ -64,7 +64,11 @@ def _decode(data: bytes, px_size: int, mode: str) -> tuple[np.ndarray, int, int]
             "pixels, could be decompression bomb DOS attack."
         )
     box = gap = None
+    exact = mode == "exact" and resample.matches_pillow()  # Pillow's resize, vectorised, where proven
     if img.format == "PNG":
+        pixels = decode_rgbx(data) if exact else None  # 8-bit RGB(A), unfiltered without Pillow
+        if pixels is not None:
+            return resample.resize(pixels, px_size), width, height
         inflated = decode_png(data)  # Pillow's own image, inflated by libdeflate (None: Pillow's path)
         img = img if inflated is None else inflated
     if mode == "fast":
@@ -78,7 +82,7 @@ def _decode(data: bytes, px_size: int, mode: str) -> tuple[np.ndarray, int, int]
     img.load()
     if mode == "exact":
         width, height = img.size
-        pixels = resample.rgbx_view(img) if resample.matches_pillow() else None
+        pixels = resample.rgbx_view(img) if exact else None
         if pixels is not None:
             return resample.resize(pixels, px_size), width, height
     img = img.resize((px_size, px_size), resample=Image.BICUBIC, box=box, reducing_gap=gap)
