@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from . import resample
-from .png import decode_png, decode_rgbx
+from .png import decode_png, decode_rgb8
 
 __all__ = ["DecoderSettings", "decode_image", "error_message", "lasting_failure", "register_heif"]
 
@@ -66,7 +66,7 @@ def _decode(data: bytes, px_size: int, mode: str) -> tuple[np.ndarray, int, int]
     box = gap = None
     exact = mode == "exact" and resample.matches_pillow()  # Pillow's resize, vectorised, where proven
     if img.format == "PNG":
-        pixels = decode_rgbx(data) if exact else None  # 8-bit RGB(A), unfiltered without Pillow
+        pixels = decode_rgb8(data) if exact else None  # 8-bit RGB(A), unfiltered without Pillow
         if pixels is not None:
             return resample.resize(pixels, px_size), width, height
         inflated = decode_png(data)  # Pillow's own image, inflated by libdeflate (None: Pillow's path)

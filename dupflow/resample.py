@@ -61,18 +61,27 @@ def _kernels():
     from numba import njit
 
     @njit(cache=True, nogil=True)
-    def horizontal(pixels, first, rows, bounds, taps, out):  # pragma: no cover - compiled
-        """pixels (H, W) uint32 RGBX -> out (rows, n, 4) uint8, rows first..first+rows."""
-        width = pixels.shape[1]
-        block = np.empty((width, ROWS_PER_BLOCK), np.uint32)
+    def horizontal(samples, channels, first, rows, bounds, taps, out):  # pragma: no cover - compiled
+        """samples (H, W * channels) uint8, RGB or RGBX -> out (rows, n, 4) uint8, rows first..first+rows."""
+        width = samples.shape[1] // channels
+        block = np.empty((width, ROWS_PER_BLOCK), np.uint32)  # pixel x of each row: 4 lanes each
         lanes = block.view(np.uint8)
         acc = np.empty(lanes.shape[1], np.int32)
         for y0 in range(0, rows, ROWS_PER_BLOCK):
             r = min(ROWS_PER_BLOCK, rows - y0)
-            src = pixels[first + y0 : first + y0 + r]
-            for x in range(width):
-                for i in range(r):
-                    block[x, i] = src[i, x]
+            src = samples[first + y0 : first + y0 + r]
+            if channels == 4:
+                words = src.view(np.uint32)
+                for x in range(width):
+                    for i in range(r):
+                        block[x, i] = words[i, x]
+            else:
+                for x in range(width):
+                    for i in range(r):
+                        row = src[i]
+                        block[x, i] = (
+                            row[3 * x] | (np.uint32(row[3 * x + 1]) << 8) | (np.uint32(row[3 * x + 2]) << 16)
+                        )
             for xx in range(bounds.shape[0]):
                 start = bounds[xx, 0]
                 acc[:] = 1 << (PRECISION_BITS - 1)
@@ -89,7 +98,7 @@ def _kernels():
 
     @njit(cache=True, nogil=True)
     def vertical(src, bounds, taps, out):  # pragma: no cover - compiled
-        """src (R, C, 4) uint8 -> out (n, C, 4) uint8, one coefficient per contiguous source row."""
+        """src (R, C, channels) uint8 -> out (n, C, channels) uint8, one coefficient per source row."""
         rows = src.reshape(src.shape[0], -1)
         dest = out.reshape(out.shape[0], -1)
         acc = np.empty(rows.shape[1], np.int32)
@@ -119,21 +128,21 @@ def _vertical_first(height: int, width: int, out_h: int, out_w: int) -> bool:
     return height - out_h > 0 and height - out_h > (width - out_w) * 2
 
 
-def resize(rgbx: np.ndarray, size: int) -> np.ndarray:
-    """`Image.resize((size, size), BICUBIC)` of an RGB image given as (H, W, 4) RGBX uint8."""
+def resize(pixels: np.ndarray, size: int) -> np.ndarray:
+    """`Image.resize((size, size), BICUBIC)` of an RGB image given as (H, W, 3 or 4) uint8 (RGB, RGBX, RGBA:
+    lane 3 is ignored)."""
     horizontal, vertical = _compiled()
-    height, width = rgbx.shape[:2]
-    as_pixels = lambda a: a.reshape(a.shape[0], -1).view(np.uint32)  # noqa: E731
+    height, width, channels = pixels.shape
     v_bounds, v_taps = coefficients(height, size)
-    image = rgbx
+    image = pixels
     if _vertical_first(height, width, size, size):
         if height != size:
-            image = np.empty((size, width, 4), np.uint8)
-            vertical(rgbx, v_bounds, v_taps, image)
+            image = np.empty((size, width, channels), np.uint8)
+            vertical(pixels, v_bounds, v_taps, image)
         if width != size:
             h_bounds, h_taps = coefficients(width, size)
             out = np.empty((size, size, 4), np.uint8)
-            horizontal(as_pixels(image), 0, size, h_bounds, h_taps, out)
+            horizontal(image.reshape(size, -1), channels, 0, size, h_bounds, h_taps, out)
             image = out
     else:
         if width != size:
@@ -142,9 +151,9 @@ def resize(rgbx: np.ndarray, size: int) -> np.ndarray:
             v_bounds = v_bounds - np.array([first, 0])
             h_bounds, h_taps = coefficients(width, size)
             image = np.empty((rows, size, 4), np.uint8)
-            horizontal(as_pixels(rgbx), first, rows, h_bounds, h_taps, image)
+            horizontal(pixels.reshape(height, -1), channels, first, rows, h_bounds, h_taps, image)
         if height != size:
-            out = np.empty((size, size, 4), np.uint8)
+            out = np.empty((size, size, image.shape[2]), np.uint8)
             vertical(image, v_bounds, v_taps, out)
             image = out
     return np.ascontiguousarray(image[:, :, :3])
@@ -180,8 +189,8 @@ def matches_pillow() -> bool:
         for height, width, size in PROBES:
             rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
             expected = np.asarray(Image.fromarray(rgb).resize((size, size), Image.BICUBIC))
-            rgbx = np.concatenate([rgb, np.full((height, width, 1), 255, np.uint8)], axis=2)
-            if not np.array_equal(resize(rgbx, size), expected):
+            rgba = np.concatenate([rgb, rng.integers(0, 256, (height, width, 1), dtype=np.uint8)], axis=2)
+            if not all(np.array_equal(resize(pixels, size), expected) for pixels in (rgb, rgba)):
                 logger.warning("dupflow: resize differs from Pillow %s: using Pillow's", Image.__version__)
                 return False
     except Exception as exc:  # numba missing or failing to compile: Pillow's resize is always right

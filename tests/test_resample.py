@@ -31,7 +31,9 @@ def test_resize_is_pillows_bicubic_bit_for_bit(size):
         rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
         if min(height, width) >= 8 and height % 2:  # smooth images too: near-ties round unlike noise
             rgb = photo(height * width, width, height)
-        assert np.array_equal(resample.resize(_rgbx(rgb), size), _pillow(rgb, size)), (height, width, size)
+        expected = _pillow(rgb, size)
+        assert np.array_equal(resample.resize(_rgbx(rgb), size), expected), (height, width, size)
+        assert np.array_equal(resample.resize(rgb, size), expected), (height, width, size)  # RGB: 3 lanes
 
 
 def test_the_pass_order_is_pillows():
@@ -47,6 +49,7 @@ def test_the_pass_order_is_pillows():
         expected = v_first if resample._vertical_first(height, width, 50, 50) else h_first
         assert np.array_equal(_pillow(rgb, 50), expected)
         assert np.array_equal(resample.resize(_rgbx(rgb), 50), expected)
+        assert np.array_equal(resample.resize(rgb, 50), expected)
         checked += resample._vertical_first(height, width, 50, 50)
     assert checked == (3 if int(Image.__version__.split(".")[0]) >= 13 else 0)
 
