@@ -19,7 +19,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from . import resample
-from .png import decode_png, decode_rgb8
+from .png import decode_png, decode_rgb8, png_image
 
 __all__ = ["DecoderSettings", "decode_image", "error_message", "lasting_failure", "register_heif"]
 
@@ -66,10 +66,11 @@ def _decode(data: bytes, px_size: int, mode: str) -> tuple[np.ndarray, int, int]
     box = gap = None
     exact = mode == "exact" and resample.matches_pillow()  # Pillow's resize, vectorised, where proven
     if img.format == "PNG":
-        pixels = decode_rgb8(data) if exact else None  # 8-bit RGB(A), unfiltered without Pillow
-        if pixels is not None:
-            return resample.resize(pixels, px_size), width, height
-        inflated = decode_png(data)  # Pillow's own image, inflated by libdeflate (None: Pillow's path)
+        samples = decode_rgb8(data)  # 8-bit RGB(A), unfiltered without Pillow (None: any other PNG)
+        if samples is not None and exact:
+            return resample.resize(samples, px_size), width, height
+        # else Pillow's own image, inflated by libdeflate (None: Pillow's path)
+        inflated = decode_png(data) if samples is None else png_image(samples)
         img = img if inflated is None else inflated
     if mode == "fast":
         gap = FAST_REDUCING_GAP

@@ -9,10 +9,11 @@ of inflating. Pillow still reads every header chunk, unfilters, de-interlaces an
 palettes, transparency and 16-bit samples are its own and the pixels are bit-identical for every variant
 (tests/test_decode_formats.py proves it). Chunks after the image data (late text) are not read.
 
-For decode="exact", 8-bit RGB and RGBA images (most screenshots and wallpapers) skip Pillow altogether:
-`decode_rgb8` unfilters the inflated scanlines itself (numba), in place, for `resample.resize` to read:
-half the CPU of Pillow's unfilter and unpack. PNG is lossless, so any correct unfilter gives Pillow's
-pixels; tests/test_decode_formats.py proves it for every filter type.
+8-bit RGB and RGBA images (most screenshots and wallpapers) skip Pillow's decoder altogether: `decode_rgb8`
+unfilters the inflated scanlines itself (numba), in place, at half the CPU of Pillow's unfilter and unpack;
+decode="exact" resizes them with `resample.resize`, decode="fast" hands them to Pillow as an image
+(`png_image`). PNG is lossless, so any correct unfilter gives Pillow's pixels; tests/test_decode_formats.py
+proves it for every filter type.
 
 Anything this path does not take on (not a well-formed PNG, animation, IDAT chunks out of order, a stream
 that does not inflate to exactly the expected size) returns None and the caller decodes with Pillow as
@@ -30,7 +31,7 @@ import struct
 import numpy as np
 from PIL import Image
 
-__all__ = ["available", "decode_png", "decode_rgb8"]
+__all__ = ["available", "decode_png", "decode_rgb8", "png_image"]
 
 SIGNATURE = b"\x89PNG\r\n\x1a\n"
 STORED_BLOCK = 65535  # the most one stored deflate block holds
@@ -82,6 +83,13 @@ def decode_rgb8(data: bytes) -> np.ndarray | None:
     if not unfilter(np.frombuffer(inflated[1], np.uint8), bits // 8, samples):
         return None  # an unknown filter type: Pillow's path on the original bytes says what
     return samples.reshape(height, width, bits // 8)
+
+
+def png_image(samples: np.ndarray) -> Image.Image:
+    """The Pillow image of `decode_rgb8`'s samples: RGB (copied in) or RGBA (read in place)."""
+    height, width, channels = samples.shape
+    mode = "RGB" if channels == 3 else "RGBA"
+    return Image.frombuffer(mode, (width, height), samples, "raw", mode, 0, 1)
 
 
 def _inflate(data: bytes, parsed: tuple | None = None) -> tuple[bytes, bytes] | None:

@@ -194,6 +194,17 @@ def test_rgb8_path_unfilters_to_pillows_pixels(name):
     assert np.array_equal(got, np.asarray(want))  # RGB, or RGBA with its alpha
 
 
+@pytest.mark.parametrize("name", sorted(RGB8_TAKEN))
+def test_fast_mode_on_the_rgb8_path_is_pillows_fast_recipe(name):
+    """decode="fast" hands the unfiltered samples to Pillow's reduce and resize: the thumbnail Pillow gives
+    from its own decode of the file, bit for bit."""
+    data = VARIANTS[name]
+    img = _pillow(data).convert("RGB")
+    want = img.resize((50, 50), Image.BICUBIC, reducing_gap=decode_module.FAST_REDUCING_GAP)
+    assert np.array_equal(decode_image(data, 50, "fast")[0], np.asarray(want))
+    assert png.png_image(png.decode_rgb8(data)).mode == _pillow(data).mode
+
+
 def test_rgb8_path_declines_what_it_cannot_read():
     """An unknown filter type, a stream of the wrong length: None, so Pillow's path says what the file is."""
     rgb = photo(2, 40, 12).astype(np.int64)
