@@ -23,13 +23,14 @@ before, which also keeps Pillow's own messages and behaviour for damaged files.
 from __future__ import annotations
 
 import bisect
-import functools
 import io
 import itertools
 import struct
 
 import numpy as np
 from PIL import Image
+
+from .jit import compiled
 
 __all__ = ["available", "decode_png", "decode_rgb8", "png_image"]
 
@@ -76,7 +77,7 @@ def decode_rgb8(data: bytes) -> np.ndarray | None:
     if depth != 8 or colour not in (2, 6) or interlace:
         return None
     inflated = _inflate(data, parsed)
-    unfilter = _unfilter()
+    unfilter = compiled(_unfilter)
     if inflated is None or unfilter is None:
         return None
     samples = np.empty((height, width * (bits // 8)), np.uint8)
@@ -110,56 +111,46 @@ def _inflate(data: bytes, parsed: tuple | None = None) -> tuple[bytes, bytes] | 
     return (header, raw) if len(raw) == expected else None
 
 
-@functools.cache
-def _unfilter():
-    """PNG's five scanline filters undone, row after row in place, compiled on first use (None without
-    numba)."""
-    try:
-        from numba import njit
-    except ImportError:
-        return None
-
-    @njit(cache=True, nogil=True)
-    def unfilter(raw, bpp, out):  # pragma: no cover - compiled
-        height, stride = out.shape
-        for y in range(height):
-            kind = raw[y * (stride + 1)]
-            line = raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)]
-            current = out[y]
-            previous = out[y - 1] if y else np.zeros(stride, np.uint8)
-            if kind == 0:  # None
-                current[:] = line
-            elif kind == 2:  # Up (most rows of screenshots): vectorises
-                for i in range(stride):
-                    current[i] = line[i] + previous[i]
-            elif kind == 1:  # Sub
-                current[:bpp] = line[:bpp]
-                for i in range(bpp, stride):
-                    current[i] = line[i] + current[i - bpp]
-            elif kind == 3:  # Average
-                for i in range(bpp):
-                    current[i] = line[i] + (previous[i] >> 1)
-                for i in range(bpp, stride):
-                    current[i] = line[i] + ((np.int16(current[i - bpp]) + previous[i]) >> 1)
-            elif kind == 4:  # Paeth: the neighbour nearest to left + up - upper left, ties in that order
-                for i in range(bpp):
-                    current[i] = line[i] + previous[i]
-                for i in range(bpp, stride):
-                    left, up = np.int16(current[i - bpp]), np.int16(previous[i])
-                    corner = np.int16(previous[i - bpp])
-                    to_left, to_up = abs(up - corner), abs(left - corner)
-                    to_corner = abs(left + up - 2 * corner)
-                    if to_left <= to_up and to_left <= to_corner:
-                        current[i] = line[i] + left
-                    elif to_up <= to_corner:
-                        current[i] = line[i] + up
-                    else:
-                        current[i] = line[i] + corner
-            else:
-                return False
-        return True
-
-    return unfilter
+def _unfilter(raw: np.ndarray, bpp: int, out: np.ndarray) -> bool:  # pragma: no cover - compiled
+    """PNG's five scanline filters undone, row after row into `out` (H, row bytes); False on an unknown
+    filter type. Compiled by numba (`jit.compiled`)."""
+    height, stride = out.shape
+    for y in range(height):
+        kind = raw[y * (stride + 1)]
+        line = raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)]
+        current = out[y]
+        previous = out[y - 1] if y else np.zeros(stride, np.uint8)
+        if kind == 0:  # None
+            current[:] = line
+        elif kind == 2:  # Up (most rows of screenshots): vectorises
+            for i in range(stride):
+                current[i] = line[i] + previous[i]
+        elif kind == 1:  # Sub
+            current[:bpp] = line[:bpp]
+            for i in range(bpp, stride):
+                current[i] = line[i] + current[i - bpp]
+        elif kind == 3:  # Average
+            for i in range(bpp):
+                current[i] = line[i] + (previous[i] >> 1)
+            for i in range(bpp, stride):
+                current[i] = line[i] + ((np.int16(current[i - bpp]) + previous[i]) >> 1)
+        elif kind == 4:  # Paeth: the neighbour nearest to left + up - upper left, ties in that order
+            for i in range(bpp):
+                current[i] = line[i] + previous[i]
+            for i in range(bpp, stride):
+                left, up = np.int16(current[i - bpp]), np.int16(previous[i])
+                corner = np.int16(previous[i - bpp])
+                to_left, to_up = abs(up - corner), abs(left - corner)
+                to_corner = abs(left + up - 2 * corner)
+                if to_left <= to_up and to_left <= to_corner:
+                    current[i] = line[i] + left
+                elif to_up <= to_corner:
+                    current[i] = line[i] + up
+                else:
+                    current[i] = line[i] + corner
+        else:
+            return False
+    return True
 
 
 def _parse(data: bytes) -> tuple[bytes, tuple[int, int, int, int], bytes] | None:

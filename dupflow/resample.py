@@ -17,9 +17,11 @@ import logging
 import numpy as np
 from PIL import Image
 
+from .jit import compiled
+
 __all__ = ["matches_pillow", "resize", "rgbx_view"]
 
-logger = logging.getLogger(__name__)
+log = logging.getLogger("dupflow")
 
 PRECISION_BITS = 22  # Resample.c: 32 - 8 (result) - 2 (headroom for negative lobes)
 ROWS_PER_BLOCK = 32  # rows transposed together: 128 int32 lanes per coefficient, measured best of 8-64
@@ -56,69 +58,57 @@ def coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.stack([first, count], axis=1), taps
 
 
-def _kernels():
-    """The two passes, compiled on first use (numba is imported only by processes that resize)."""
-    from numba import njit
-
-    @njit(cache=True, nogil=True)
-    def horizontal(samples, channels, first, rows, bounds, taps, out):  # pragma: no cover - compiled
-        """samples (H, W * channels) uint8, RGB or RGBX -> out (rows, n, 4) uint8, rows first..first+rows."""
-        width = samples.shape[1] // channels
-        block = np.empty((width, ROWS_PER_BLOCK), np.uint32)  # pixel x of each row: 4 lanes each
-        lanes = block.view(np.uint8)
-        acc = np.empty(lanes.shape[1], np.int32)
-        for y0 in range(0, rows, ROWS_PER_BLOCK):
-            r = min(ROWS_PER_BLOCK, rows - y0)
-            src = samples[first + y0 : first + y0 + r]
-            if channels == 4:
-                words = src.view(np.uint32)
-                for x in range(width):
-                    for i in range(r):
-                        block[x, i] = words[i, x]
-            else:
-                for x in range(width):
-                    for i in range(r):
-                        row = src[i]
-                        block[x, i] = (
-                            row[3 * x] | (np.uint32(row[3 * x + 1]) << 8) | (np.uint32(row[3 * x + 2]) << 16)
-                        )
-            for xx in range(bounds.shape[0]):
-                start = bounds[xx, 0]
-                acc[:] = 1 << (PRECISION_BITS - 1)
-                for x in range(bounds[xx, 1]):
-                    k = taps[xx, x]
-                    column = lanes[start + x]
-                    for lane in range(acc.shape[0]):
-                        acc[lane] += np.int32(column[lane]) * k
+def _horizontal(samples, channels, first, rows, bounds, taps, out):  # pragma: no cover - compiled
+    """samples (H, W * channels) uint8, RGB or RGBX -> out (rows, n, 4) uint8, rows first..first+rows."""
+    width = samples.shape[1] // channels
+    block = np.empty((width, ROWS_PER_BLOCK), np.uint32)  # pixel x of each row: 4 lanes each
+    lanes = block.view(np.uint8)
+    acc = np.empty(lanes.shape[1], np.int32)
+    for y0 in range(0, rows, ROWS_PER_BLOCK):
+        r = min(ROWS_PER_BLOCK, rows - y0)
+        src = samples[first + y0 : first + y0 + r]
+        if channels == 4:
+            words = src.view(np.uint32)
+            for x in range(width):
                 for i in range(r):
-                    for c in range(3):
-                        v = acc[i * 4 + c] >> PRECISION_BITS
-                        out[y0 + i, xx, c] = 0 if v < 0 else (255 if v > 255 else v)
-                    out[y0 + i, xx, 3] = 255
-
-    @njit(cache=True, nogil=True)
-    def vertical(src, bounds, taps, out):  # pragma: no cover - compiled
-        """src (R, C, channels) uint8 -> out (n, C, channels) uint8, one coefficient per source row."""
-        rows = src.reshape(src.shape[0], -1)
-        dest = out.reshape(out.shape[0], -1)
-        acc = np.empty(rows.shape[1], np.int32)
-        for yy in range(bounds.shape[0]):
+                    block[x, i] = words[i, x]
+        else:
+            for x in range(width):
+                for i in range(r):
+                    row = src[i]
+                    block[x, i] = (
+                        row[3 * x] | (np.uint32(row[3 * x + 1]) << 8) | (np.uint32(row[3 * x + 2]) << 16)
+                    )
+        for xx in range(bounds.shape[0]):
+            start = bounds[xx, 0]
             acc[:] = 1 << (PRECISION_BITS - 1)
-            for y in range(bounds[yy, 1]):
-                k = taps[yy, y]
-                row = rows[bounds[yy, 0] + y]
-                for i in range(acc.shape[0]):
-                    acc[i] += np.int32(row[i]) * k
+            for x in range(bounds[xx, 1]):
+                k = taps[xx, x]
+                column = lanes[start + x]
+                for lane in range(acc.shape[0]):
+                    acc[lane] += np.int32(column[lane]) * k
+            for i in range(r):
+                for c in range(3):
+                    v = acc[i * 4 + c] >> PRECISION_BITS
+                    out[y0 + i, xx, c] = 0 if v < 0 else (255 if v > 255 else v)
+                out[y0 + i, xx, 3] = 255
+
+
+def _vertical(src, bounds, taps, out):  # pragma: no cover - compiled
+    """src (R, C, channels) uint8 -> out (n, C, channels) uint8, one coefficient per source row."""
+    rows = src.reshape(src.shape[0], -1)
+    dest = out.reshape(out.shape[0], -1)
+    acc = np.empty(rows.shape[1], np.int32)
+    for yy in range(bounds.shape[0]):
+        acc[:] = 1 << (PRECISION_BITS - 1)
+        for y in range(bounds[yy, 1]):
+            k = taps[yy, y]
+            row = rows[bounds[yy, 0] + y]
             for i in range(acc.shape[0]):
-                v = acc[i] >> PRECISION_BITS
-                dest[yy, i] = 0 if v < 0 else (255 if v > 255 else v)
-
-    return horizontal, vertical
-
-
-@functools.cache
-def _compiled():
-    return _kernels()
+                acc[i] += np.int32(row[i]) * k
+        for i in range(acc.shape[0]):
+            v = acc[i] >> PRECISION_BITS
+            dest[yy, i] = 0 if v < 0 else (255 if v > 255 else v)
 
 
 def _vertical_first(height: int, width: int, out_h: int, out_w: int) -> bool:
@@ -131,7 +121,7 @@ def _vertical_first(height: int, width: int, out_h: int, out_w: int) -> bool:
 def resize(pixels: np.ndarray, size: int) -> np.ndarray:
     """`Image.resize((size, size), BICUBIC)` of an RGB image given as (H, W, 3 or 4) uint8 (RGB, RGBX, RGBA:
     lane 3 is ignored)."""
-    horizontal, vertical = _compiled()
+    horizontal, vertical = compiled(_horizontal), compiled(_vertical)
     height, width, channels = pixels.shape
     v_bounds, v_taps = coefficients(height, size)
     image = pixels
@@ -183,17 +173,18 @@ PROBES = ((97, 131, 50), (131, 97, 50), (400, 60, 50), (60, 400, 50), (23, 50, 5
 @functools.cache
 def matches_pillow() -> bool:
     """True if `resize` gives the installed Pillow's pixels on the probe shapes (checked once per process)."""
+    if compiled(_horizontal) is None or compiled(_vertical) is None:
+        return False
     try:
-        _compiled()
         rng = np.random.default_rng(0)
         for height, width, size in PROBES:
             rgb = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
             expected = np.asarray(Image.fromarray(rgb).resize((size, size), Image.BICUBIC))
             rgba = np.concatenate([rgb, rng.integers(0, 256, (height, width, 1), dtype=np.uint8)], axis=2)
             if not all(np.array_equal(resize(pixels, size), expected) for pixels in (rgb, rgba)):
-                logger.warning("dupflow: resize differs from Pillow %s: using Pillow's", Image.__version__)
+                log.warning("the vectorised resize differs from Pillow %s: using Pillow's", Image.__version__)
                 return False
-    except Exception as exc:  # numba missing or failing to compile: Pillow's resize is always right
-        logger.warning("dupflow: vectorised resize unavailable (%s); using Pillow's", exc)
+    except Exception as exc:  # numba failing to compile: Pillow's resize is always right
+        log.warning("the vectorised resize does not compile here (%s): using Pillow's", exc)
         return False
     return True

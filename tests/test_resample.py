@@ -4,13 +4,14 @@ and decode="exact" taking it for real photos (big ones included) with Pillow's a
 from __future__ import annotations
 
 import io
+import sys
 
 import numpy as np
 import pytest
 from imagegen import photo, reference_tensor, save
 from PIL import Image
 
-from dupflow import resample
+from dupflow import jit, png, resample
 from dupflow.decode import decode_image
 
 
@@ -96,3 +97,25 @@ def test_a_gray_or_palette_image_resizes_after_conversion(tmp_path):
     for path in (gray, str(palette)):
         tensor, _, _ = decode_image(open(path, "rb").read(), 32, "exact")
         assert np.array_equal(tensor, reference_tensor(path, 32))
+
+
+def test_without_numba_pillow_decodes_the_same(tmp_path, monkeypatch):
+    """Where numba cannot be imported, nothing is compiled, the probe says no, and every decode goes
+    through Pillow: the same thumbnails, JPEG and PNG."""
+    photo_path = save(photo(5, 640, 480), tmp_path / "p.jpg", quality=90)
+    shot_path = save(photo(6, 300, 200), tmp_path / "s.png")
+    with_numba = [decode_image(open(p, "rb").read(), 50, "exact")[0] for p in (photo_path, shot_path)]
+    monkeypatch.setitem(sys.modules, "numba", None)
+    jit.compiled.cache_clear()
+    resample.matches_pillow.cache_clear()
+    try:
+        assert jit.compiled(resample._horizontal) is None and not resample.matches_pillow()
+        assert png.decode_rgb8(open(shot_path, "rb").read()) is None
+        for path, tensor in zip((photo_path, shot_path), with_numba):
+            assert np.array_equal(decode_image(open(path, "rb").read(), 50, "exact")[0], tensor)
+            assert np.array_equal(tensor, reference_tensor(path, 50))
+    finally:
+        monkeypatch.undo()
+        jit.compiled.cache_clear()
+        resample.matches_pillow.cache_clear()
+    assert resample.matches_pillow()
