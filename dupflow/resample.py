@@ -15,6 +15,7 @@ import functools
 import logging
 
 import numpy as np
+import pyarrow as pa
 from PIL import Image
 
 from .jit import compiled
@@ -151,11 +152,11 @@ def resize(pixels: np.ndarray, size: int) -> np.ndarray:
 
 def rgbx_view(img: Image.Image) -> np.ndarray | None:
     """A loaded RGB image's pixels in place, (H, W, 4) RGBX, or None where Pillow cannot export them so."""
+    if not hasattr(img, "__arrow_c_array__"):  # Pillow before 11.2
+        return None
     try:
-        import pyarrow as pa
-
         values = pa.array(img).values  # Arrow's C data interface: no copy
-    except (ValueError, TypeError, AttributeError):  # rows in several blocks, or a Pillow without Arrow
+    except ValueError:  # rows in several blocks
         return None
     return values.to_numpy(zero_copy_only=True).reshape(img.height, img.width, 4)
 

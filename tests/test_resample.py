@@ -119,3 +119,20 @@ def test_without_numba_pillow_decodes_the_same(tmp_path, monkeypatch):
         jit.compiled.cache_clear()
         resample.matches_pillow.cache_clear()
     assert resample.matches_pillow()
+
+
+def test_an_image_in_several_blocks_is_not_read_in_place(monkeypatch):
+    """Pillow splits an image over its block size into blocks Arrow cannot export: no view, Pillow's path."""
+    monkeypatch.setattr(resample, "SINGLE_BLOCK_BYTES", 0)
+    size = Image.core.get_block_size()
+    Image.core.set_block_size(1 << 20)
+    try:
+        img = Image.fromarray(photo(7, 1200, 900))  # 4.3 MB as RGBX: five blocks
+        assert resample.rgbx_view(img) is None
+        jpeg = io.BytesIO()
+        img.save(jpeg, format="JPEG")
+        decoded = Image.open(io.BytesIO(jpeg.getvalue()))
+        want = np.asarray(decoded.resize((50, 50), Image.BICUBIC))
+        assert np.array_equal(decode_image(jpeg.getvalue(), 50, "exact")[0], want)
+    finally:
+        Image.core.set_block_size(size)
