@@ -327,7 +327,7 @@ def _summary(found, facts: dict) -> str:
 
 def run_search(argv: Sequence[str]) -> int:
     from . import api
-    from .outputs import file_facts, match_rows, write_outputs
+    from .outputs import file_facts, match_rows, named_paths, write_outputs
     from .params import LAZY_RENAMED, ParameterError, ParameterTypeError, validate_build, validate_search
     from .sources import InputNotFound, is_remote
 
@@ -404,7 +404,7 @@ def run_search(argv: Sequence[str]) -> int:
             )
         except (ParameterError, ParameterTypeError) as exc:
             raise UsageError(str(exc)) from None
-        facts = file_facts(dif.files, dif.images)
+        facts = file_facts(dif.files, dif.images, named_paths(found.result, found.lower_quality))
     rows = match_rows(found.result, facts) if set(args.format) - {"json"} else None
     run = write_outputs(folder, found.result, found.lower_quality, found.stats, rows, args.format)
     names = list(run.names)

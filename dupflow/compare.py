@@ -116,13 +116,18 @@ def _split_equal(
     classes = []
     while len(left):
         head, rest = left[0], left[1:]
-        forms = kernels.rotations(fetch(left[:1]), px, rotate)
+        first = fetch(left[:1])
+        turns: list[np.ndarray] = []  # the head turned 1-3 times, made only when a row differs as is
         same = np.zeros(len(rest), dtype=bool)
         for start in range(0, len(rest), step):
             part = slice(start, start + step)
             tensors = fetch(rest[part])
-            for form in forms:
-                same[part] |= (tensors == form[0]).all(axis=1)
+            equal = (tensors == first[0]).all(axis=1)
+            if rotate and not equal.all():
+                turns = turns or [kernels.turned(first, px, k)[0] for k in (1, 2, 3)]
+                for form in turns:
+                    equal |= (tensors == form).all(axis=1)
+            same[part] = equal
         classes.append([int(head)] + rest[same].tolist())
         left = rest[~same]
     return classes

@@ -16,12 +16,19 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Callable, Iterable, Mapping
 
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .columns import StringColumn
+
 __all__ = [
     "FORMATS",
     "MATCH_COLUMNS",
     "FileFacts",
     "RunFiles",
     "file_facts",
+    "named_paths",
     "find_run",
     "flat_groups",
     "folder_of",
@@ -50,15 +57,29 @@ class FileFacts:
     mtime: float  # POSIX seconds; nan when unknown
 
 
-def file_facts(files: Any, images: Any) -> dict[str, FileFacts]:
-    """Facts of every decoded file of a build, by the path shown in results (`build.files`, `.images`)."""
-    facts = {}
-    for i, path in enumerate(files.path):
-        if images.shard[i] >= 0:
-            facts[path] = FileFacts(
-                int(images.width[i]), int(images.height[i]), int(files.size[i]), float(files.mtime[i])
-            )
-    return facts
+def file_facts(files: Any, images: Any, paths: Iterable[str] | None = None) -> dict[str, FileFacts]:
+    """Facts of the decoded files of a build (`build.files`, `.images`), by the path shown in results: of
+    every one, or only of `paths` (a million-file build's results name a few thousand)."""
+    column = files.path if isinstance(files.path, StringColumn) else StringColumn(files.path)
+    decoded = np.asarray(images.shard) >= 0
+    if paths is not None:
+        wanted = pa.array(sorted(set(paths)), column.arrow.type)
+        decoded &= pc.is_in(column.arrow, value_set=wanted).to_numpy(zero_copy_only=False)
+    positions = np.flatnonzero(decoded)
+    width, height, size, mtime = images.width, images.height, files.size, files.mtime
+    return {
+        path: FileFacts(int(width[k]), int(height[k]), int(size[k]), float(mtime[k]))
+        for path, k in zip(column.take(positions), positions.tolist())
+    }
+
+
+def named_paths(result: Mapping[str, Any], lower_quality: Iterable[str]) -> set[str]:
+    """Every path a result and its lower-quality list name: the files the tables and summary describe."""
+    named = set(lower_quality)
+    for primary, matches in flat_groups(result):
+        named.add(primary)
+        named.update(match for match, _ in matches)
+    return named
 
 
 def flat_groups(result: Mapping[str, Any]) -> list[tuple[str, list[list]]]:

@@ -409,3 +409,21 @@ def test_undo_of_nothing_exits_1_and_the_prompt_counts_files_and_bytes(folders):
     size = sum(os.path.getsize(folders / p) for p in lower)
     asked = dupflow_cmd(folders, "a", "b", "-d", "true", "-Z", "asked", *QUICK)
     assert f"delete {len(lower)} lower quality matched image(s) ({size / 1024:.1f} KiB)?" in asked.stdout
+
+
+def test_file_facts_are_gathered_for_the_named_files_only(tmp_path):
+    """The tables and summary describe the files a result names: their facts (and only theirs) come back,
+    the same as from the whole build's, and a file that did not decode has none."""
+    from imagegen import make_photo_set
+
+    from dupflow.outputs import file_facts, named_paths
+
+    make_photo_set(tmp_path / "photos")
+    (tmp_path / "photos" / "broken.jpg").write_bytes(b"not an image")
+    with dupflow.build(str(tmp_path / "photos"), show_progress=False, catalog=str(tmp_path / "cat")) as dif:
+        found = dupflow.search(dif, show_progress=False, similarity="similar")
+        every = file_facts(dif.files, dif.images)
+        named = named_paths(found.result, found.lower_quality)
+        some = file_facts(dif.files, dif.images, named | {str(tmp_path / "photos" / "broken.jpg")})
+    assert found.lower_quality and named < set(every)  # some decoded files are named, not all
+    assert some == {path: every[path] for path in named}

@@ -153,3 +153,20 @@ def test_threshold_decision_is_exact_at_the_boundary(tmp_path, client):
     assert Fraction(9 / d) < Fraction(9, d)  # the float is below 9/300: a binary comparison would miss it
     above = dupflow.search(dif, similarity=8.5 / d, show_progress=False)
     assert (base_p, one_p) not in {(a, b) for a, b, _ in above.pairs}
+
+
+def test_hash_classes_split_into_copies_equal_as_is_or_turned():
+    """A class is split by tensor: copies equal as they are, and (rotating) copies equal after a quarter
+    turn, whichever slice of the class they are read in; without rotation a turned copy stands alone."""
+    from dupflow import kernels
+    from dupflow.compare import _split_equal
+
+    px = 4
+    rng = np.random.default_rng(0)
+    a, b = rng.integers(0, 256, (2, 1, px * px * 3), dtype=np.uint8)
+    turn = kernels.turned
+    rows = np.concatenate([a, b, turn(a, px, 1), a, turn(b, px, 3), turn(a, px, 2)])
+    fetch = rows.__getitem__
+    for step in (1, 2, 10):
+        assert _split_equal(fetch, len(rows), px, True, step) == [[0, 2, 3, 5], [1, 4]]
+        assert _split_equal(fetch, len(rows), px, False, step) == [[0, 3], [1], [2], [4], [5]]

@@ -23,7 +23,7 @@ from typing import Any
 
 from .. import claim as claims
 from ..actions import journal_dir
-from ..outputs import file_facts, match_rows, write_outputs
+from ..outputs import file_facts, match_rows, named_paths, write_outputs
 from ..report import collect, write_report
 from ..sources import filesystem, is_remote, list_files, redact
 from .config import HygieneConfig, load_config
@@ -157,7 +157,7 @@ def _search(config: HygieneConfig) -> tuple[Any, Any, dict]:
             show_progress=False,
             **search_options,
         )
-        facts = file_facts(dif.files, dif.images)
+        facts = file_facts(dif.files, dif.images, named_paths(found.result, found.lower_quality))
     except BaseException:
         dif.close()
         raise
