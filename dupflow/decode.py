@@ -77,7 +77,8 @@ def _decode(data: bytes, px_size: int, mode: str) -> tuple[np.ndarray, int, int]
         if img.format == "JPEG":
             drafted = img.draft("RGB", (2 * px_size, 2 * px_size))
             box = drafted[1] if drafted else None  # the whole image in the draft's pixels, odd sizes too
-    resample.single_block_images()
+    if exact:
+        resample.single_block_images()  # so that rgbx_view can read the loaded pixels in place
     if img.getbands() != ("R", "G", "B"):
         img = img.convert("RGB")
     img.load()

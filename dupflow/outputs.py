@@ -20,8 +20,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .columns import StringColumn
-
 __all__ = [
     "FORMATS",
     "MATCH_COLUMNS",
@@ -57,19 +55,16 @@ class FileFacts:
     mtime: float  # POSIX seconds; nan when unknown
 
 
-def file_facts(files: Any, images: Any, paths: Iterable[str] | None = None) -> dict[str, FileFacts]:
-    """Facts of the decoded files of a build (`build.files`, `.images`), by the path shown in results: of
-    every one, or only of `paths` (a million-file build's results name a few thousand)."""
-    column = files.path if isinstance(files.path, StringColumn) else StringColumn(files.path)
-    decoded = np.asarray(images.shard) >= 0
-    if paths is not None:
-        wanted = pa.array(sorted(set(paths)), column.arrow.type)
-        decoded &= pc.is_in(column.arrow, value_set=wanted).to_numpy(zero_copy_only=False)
-    positions = np.flatnonzero(decoded)
+def file_facts(files: Any, images: Any, paths: Iterable[str]) -> dict[str, FileFacts]:
+    """Facts of the decoded files among `paths`, by the path shown in results (`build.files`, `.images`):
+    only the files a result names, since a million-file build's results name a few thousand."""
+    wanted = pa.array(sorted(set(paths)), files.path.arrow.type)
+    named = pc.is_in(files.path.arrow, value_set=wanted).to_numpy(zero_copy_only=False)
+    positions = np.flatnonzero(named & (np.asarray(images.shard) >= 0))
     width, height, size, mtime = images.width, images.height, files.size, files.mtime
     return {
         path: FileFacts(int(width[k]), int(height[k]), int(size[k]), float(mtime[k]))
-        for path, k in zip(column.take(positions), positions.tolist())
+        for path, k in zip(files.path.take(positions), positions.tolist())
     }
 
 

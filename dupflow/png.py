@@ -69,17 +69,16 @@ def decode_png(data: bytes) -> Image.Image | None:
 def decode_rgb8(data: bytes) -> np.ndarray | None:
     """An 8-bit RGB or RGBA PNG's samples as (H, W, 3 or 4) uint8; None for any other PNG, or where this
     path does not take the file (the caller then decodes it with Pillow)."""
-    parsed = _parse(data)
-    if parsed is None:
+    # IHDR right after the signature (as _parse requires): depth 8, colour RGB or RGBA, not interlaced;
+    # any other PNG is declined before parsing or inflating it, so the caller's path does that once
+    if data[12:16] != b"IHDR" or data[24:26] not in (b"\x08\x02", b"\x08\x06") or data[28:29] != b"\x00":
         return None
-    _, (width, height, bits, interlace), _ = parsed
-    depth, colour = data[24], data[25]  # IHDR, which _parse found first, right after the signature
-    if depth != 8 or colour not in (2, 6) or interlace:
-        return None
-    inflated = _inflate(data, parsed)
     unfilter = compiled(_unfilter)
-    if inflated is None or unfilter is None:
+    parsed = _parse(data) if unfilter is not None else None
+    inflated = _inflate(data, parsed) if parsed is not None else None
+    if inflated is None:
         return None
+    _, (width, height, bits, _), _ = parsed
     samples = np.empty((height, width * (bits // 8)), np.uint8)
     if not unfilter(np.frombuffer(inflated[1], np.uint8), bits // 8, samples):
         return None  # an unknown filter type: Pillow's path on the original bytes says what

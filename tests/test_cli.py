@@ -416,14 +416,19 @@ def test_file_facts_are_gathered_for_the_named_files_only(tmp_path):
     the same as from the whole build's, and a file that did not decode has none."""
     from imagegen import make_photo_set
 
-    from dupflow.outputs import file_facts, named_paths
+    from dupflow.outputs import FileFacts, file_facts, named_paths
 
     make_photo_set(tmp_path / "photos")
     (tmp_path / "photos" / "broken.jpg").write_bytes(b"not an image")
     with dupflow.build(str(tmp_path / "photos"), show_progress=False, catalog=str(tmp_path / "cat")) as dif:
         found = dupflow.search(dif, show_progress=False, similarity="similar")
-        every = file_facts(dif.files, dif.images)
+        files, images = dif.files, dif.images
+        every = {
+            path: FileFacts(int(images.width[k]), int(images.height[k]), int(files.size[k]), files.mtime[k])
+            for k, path in enumerate(files.path)
+            if images.shard[k] >= 0
+        }
         named = named_paths(found.result, found.lower_quality)
-        some = file_facts(dif.files, dif.images, named | {str(tmp_path / "photos" / "broken.jpg")})
+        some = file_facts(files, images, named | {str(tmp_path / "photos" / "broken.jpg")})
     assert found.lower_quality and named < set(every)  # some decoded files are named, not all
     assert some == {path: every[path] for path in named}
